@@ -1,0 +1,32 @@
+"""Reproduce "Collision Cross-entropy and EM Algorithm for Self-labeled Classification".
+
+    snakemake --cores all results/table2.csv        # one table
+    snakemake --cores all                           # every table, figure and notebook
+    snakemake --cores all --configfile config/demo.yaml   # offline CPU demo (make demo)
+
+The configuration is validated against workflow/schemas/config.schema.yaml
+before any job runs. README.md says which rule writes which file.
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# A config given with --configfile replaces the paper's config instead of being
+# deep-merged into it (a demo must not inherit the paper's datasets).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/clustering.smk"
+include: "workflow/rules/notebooks.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,161 @@
+"""Command-line entry points (``python -m cce ...``) that the workflow's rules call.
+
+Each subcommand parses its arguments, calls one library function and writes
+its output atomically. Errors a user can fix (bad config, missing data) end
+with one message on stderr and exit code 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error whose message tells the user what to do; no traceback."""
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def cmd_check_config(args) -> None:
+    from .config import ConfigError, load_config
+
+    try:
+        load_config(args.config)
+    except ConfigError as err:
+        raise UserError(str(err)) from err
+    print(f"{args.config}: valid")
+
+
+def cmd_data(args) -> None:
+    from . import data
+
+    try:
+        manifest = data.prepare(args.dataset, args.root, local_dir=args.local_dir, download=not args.no_download)
+    except (KeyError, data.DataUnavailableError, data.DataVerificationError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    print(f"{args.dataset}: ready ({manifest})")
+
+
+def cmd_features(args) -> None:
+    from . import data, features
+
+    try:
+        X, y, meta = features.extract_dataset(args.dataset, args.root, args.extractor, **args.options)
+    except (KeyError, data.DataUnavailableError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    features.save_features(args.out, X, y, meta)
+    print(f"{args.dataset}/{args.extractor}: X {X.shape} {X.dtype} -> {args.out}")
+
+
+def cmd_cluster(args) -> None:
+    from .runs import run_clustering, write_record
+
+    record = run_clustering(args.features, args.method, args.seed, args.options,
+                            experiment=args.experiment, config_name=args.config_name)
+    write_record(args.out, record)
+    m = record["metrics"]
+    print(f"{record['dataset']} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} "
+          f"nmi {m['nmi']:.4f} ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']} "
+          f"({record['wall_time_s']:.1f} s)")
+
+
+def cmd_table(args) -> None:
+    from .io import atomic_path
+    from .tables import paper_layout, records_frame, summary
+
+    runs = records_frame(args.runs)
+    table = paper_layout(runs, args.methods, args.datasets, metric=args.metric)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    if args.summary_out:
+        with atomic_path(args.summary_out) as tmp:
+            summary(runs).to_csv(tmp, index=False, float_format="%.6g")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+def cmd_notebook(args) -> None:
+    from .notebooks import NotebookFailed, run_notebook
+
+    params = {}
+    for key, value in args.param:
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    try:
+        run_notebook(args.template, args.out, html=args.html, failed_copy=args.failed_copy, parameters=params)
+    except NotebookFailed as err:
+        raise UserError(str(err)) from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cce", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a workflow config file")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("data", help="download or copy a dataset and verify it")
+    p.add_argument("dataset")
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--local-dir", type=Path, default=None, help="copy the files from this directory")
+    p.add_argument("--no-download", action="store_true", help="never touch the network")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("features", help="extract fixed features of a prepared dataset")
+    p.add_argument("dataset")
+    p.add_argument("extractor")
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="extractor options as a JSON object")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("cluster", help="one clustering run on fixed features -> JSON record")
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="method options as a JSON object")
+    p.add_argument("--experiment", default="clustering")
+    p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("table", help="aggregate run records into a table in the paper's layout")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--summary-out", type=Path, default=None, help="also write all metrics, long format")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("notebook", help="execute a papermill notebook and render it to HTML")
+    p.add_argument("template", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--html", type=Path, default=None)
+    p.add_argument("--failed-copy", type=Path, default=None, help="where to keep the notebook if a cell fails")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.set_defaults(func=cmd_notebook)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,165 @@
+"""Validation of the workflow configuration, before any job runs.
+
+Two layers: the JSON schema in ``workflow/schemas/config.schema.yaml`` (keys,
+types, ranges; fills defaults) and checks against the library's registries
+(dataset, extractor and method names, option names, directories that must
+exist). Every problem is reported with the dotted path of the key, e.g.
+``clustering.seeds: -1 is less than the minimum of 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every offending key."""
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = "" if where == "<top level>" else where + "."
+        keys = ", ".join(f"'{prefix}{k}'" for k in extra)
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {keys}{hint}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        prefix = "" if where == "<top level>" else where + "."
+        return f"missing key '{prefix}{missing}'"
+    return f"'{where}': {error.message}"
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    if "$ref" in schema:  # local references only: "#/$defs/name"
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if not isinstance(instance, dict):
+        return
+    properties = schema.get("properties", {})
+    for name, sub in properties.items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if name in instance:
+            _fill_defaults(instance[name], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in properties:
+                _fill_defaults(value, extra, root)
+
+
+def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _registry_problems(config: dict) -> list[str]:
+    """Names that the schema cannot know: datasets, extractors, methods and their options."""
+    from . import data, features, methods
+
+    problems = []
+
+    def known(kind: str, key: str, value: str, names) -> None:
+        if value not in names:
+            problems.append(f"'{key}': unknown {kind} {value!r} (known: {', '.join(sorted(names))})")
+
+    for name, opts in (config.get("datasets") or {}).items():
+        known("dataset", f"datasets.{name}", name, data.DATASETS)
+        local_dir = (opts or {}).get("local_dir")
+        if local_dir is not None and not Path(local_dir).is_dir():
+            problems.append(f"'datasets.{name}.local_dir': directory {local_dir!r} does not exist")
+
+    clustering = config.get("clustering") or {}
+    for i, name in enumerate(clustering.get("datasets", [])):
+        known("dataset", f"clustering.datasets[{i}]", name, data.DATASETS)
+    if "extractor" in clustering:
+        known("extractor", "clustering.extractor", clustering["extractor"], features.EXTRACTORS)
+    for i, name in enumerate(clustering.get("methods", [])):
+        known("method", f"clustering.methods[{i}]", name, methods.METHODS)
+    for name, opts in (clustering.get("method_options") or {}).items():
+        if name not in methods.METHODS:
+            known("method", f"clustering.method_options.{name}", name, methods.METHODS)
+            continue
+        allowed = methods.METHODS[name].defaults
+        for opt in opts or {}:
+            if opt not in allowed:
+                problems.append(
+                    f"'clustering.method_options.{name}.{opt}': unknown option of method {name!r}"
+                    f" (allowed: {', '.join(sorted(allowed)) or 'none'})"
+                )
+    wd = (clustering.get("training") or {}).get("weight_decay")
+    if isinstance(wd, dict) and "default" not in wd:
+        for i, name in enumerate(clustering.get("datasets", [])):
+            if name not in wd:
+                problems.append(f"'clustering.training.weight_decay': no value for dataset {name!r} "
+                                f"(clustering.datasets[{i}]) and no 'default'")
+    return problems
+
+
+def validate_config(config: dict, schema_path: Path | str = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place (filling schema defaults) and return it; raise :class:`ConfigError`."""
+    if not isinstance(config, dict) or not config:
+        raise ConfigError("the configuration is empty or not a mapping; pass --configfile config/config.yaml")
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    problems = [_describe(e) for e in errors]
+    if not problems:
+        _fill_defaults(config, schema, schema)
+    try:
+        problems += _registry_problems(config)
+    except (AttributeError, TypeError):
+        pass  # a value of the wrong type, already reported by the schema
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def load_config(path: Path | str) -> dict:
+    """Read a YAML config file and validate it."""
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return validate_config(config)
+
+
+def run_options(config: dict, experiment: str, dataset: str, method: str) -> dict:
+    """The complete options of one run: the method's defaults, the experiment's shared
+    training options (weight decay resolved for ``dataset``), then ``method_options``."""
+    from .methods import get_method
+
+    section = config[experiment]
+    spec = get_method(method)
+    options = {}
+    if spec.trains_head:
+        training = dict(section.get("training", {}))
+        wd = training.get("weight_decay")
+        if isinstance(wd, dict):
+            if dataset not in wd and "default" not in wd:
+                raise ConfigError(f"'{experiment}.training.weight_decay': no value for dataset {dataset!r} "
+                                  "and no 'default'")
+            training["weight_decay"] = wd.get(dataset, wd.get("default"))
+        options.update(training)
+    options.update(section.get("method_options", {}).get(method, {}))
+    return spec.options(options)

@@ -1,0 +1,230 @@
+"""Registry of the clustering methods compared in Table 2 (name -> objective, y-step, network loss).
+
+Every method except K-means trains the same linear softmax head on fixed
+features (:func:`cce.train.train_head`) and differs in three pieces:
+
+==========  ======================================  ==================  ==================
+method      self-labeling objective                 pseudo-label step   network loss
+==========  ======================================  ==================  ==================
+mi_gd       eq. (1): mean H(sigma) - H(mean sigma)  none                the objective
+mi_adm      eq. (5): mean H(y, sigma) + KL(ybar||u) ``mi_adm``, batch   mean H(y, sigma)
+sela        eq. (4): mean H(y, sigma), ybar = u     ``sinkhorn``, epoch mean H(y, sigma)
+cce         eq. (10): mean H2(y, sigma) + lam KL(ybar||u)  ``pgd``, batch  mean H2(y, sigma)
+cce_plus    eq. (11): mean H2(y, sigma) + lam KL(u||ybar)  ``em``, batch   mean H2(y, sigma)
+==========  ======================================  ==================  ==================
+
+"batch": y is re-estimated on every batch from a warm start at the current
+predictions (Algorithm 1). "epoch": on the whole data set once per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import losses, pseudolabels
+from .train import effective_lam, train_head
+
+# Options of every method that trains a linear head (Appendix F); the workflow
+# fills epochs, batch size, lr and weight decay from the config's `training:`.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "epochs": 50,
+    "batch_size": 250,
+    "lr": 0.1,
+    "momentum": 0.0,
+    "weight_decay": 0.001,
+    "preprocess": "center",
+    "device": "auto",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One clustering method; ``fit(X, n_clusters, seed, options, y_true)`` -> (labels, info)."""
+
+    name: str
+    title: str  # the row label in the paper's tables
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    label_scope: str | None = None  # "batch", "epoch" or None (no pseudo-labels)
+    label_solver: Callable | None = None  # (sigma, state) -> (y, info)
+    loss: Callable | None = None  # (logits, y, state) -> scalar network loss
+    objective: Callable | None = None  # (sigma_all, state) -> float, lower is better
+    fit_fn: Callable | None = None  # overrides the linear-head training (K-means)
+
+    @property
+    def trains_head(self) -> bool:
+        return self.fit_fn is None
+
+    def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        state = dict(options)
+        if "lam" in options:
+            state["lam"] = effective_lam(options["lam"], options.get("lam_scale", "mean"), batch_size)
+        return state
+
+    def label_step(self, sigma: torch.Tensor, state: dict[str, Any]):
+        return self.label_solver(sigma, state)
+
+    def network_loss(self, logits: torch.Tensor, y: torch.Tensor | None, state: dict[str, Any]) -> torch.Tensor:
+        return self.loss(logits, y, state)
+
+    def objective_value(self, sigma: torch.Tensor, state: dict[str, Any]) -> float:
+        return float(self.objective(sigma, state))
+
+    def fit(self, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
+            y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+        opts = self.options(options)
+        if self.fit_fn is not None:
+            return self.fit_fn(X, n_clusters, seed, **opts)
+        head, pre, info = train_head(X, n_clusters, self, seed, opts, y_true=y_true, progress=progress)
+        from .train import predict_logits
+
+        Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
+        labels = predict_logits(head, Xt).argmax(-1).cpu().numpy()
+        return labels, info
+
+    def options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The method's defaults updated by ``options``; unknown names are an error."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no option(s) {unknown}; allowed: {sorted(self.defaults)}")
+        return {**self.defaults, **options}
+
+
+# ----------------------------------------------------------------------------
+# K-means
+# ----------------------------------------------------------------------------
+def fit_kmeans(X: np.ndarray, n_clusters: int, seed: int, n_init: int = 1, max_iter: int = 300
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+    """scikit-learn's KMeans (k-means++ init), as the paper's Section 5.1 uses it."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, max_iter=max_iter, random_state=seed)
+    labels = km.fit_predict(X)
+    return labels, {"losses": {"inertia": float(km.inertia_), "objective": float(km.inertia_) / X.shape[0]},
+                    "iterations": int(km.n_iter_), "device": "cpu"}
+
+
+# ----------------------------------------------------------------------------
+# Pseudo-label steps, network losses and objectives
+# ----------------------------------------------------------------------------
+def _mean_shannon(logits, y, state):
+    return losses.shannon_cross_entropy_with_logits(y, logits).mean()
+
+
+def _mean_collision(logits, y, state):
+    return losses.collision_cross_entropy_with_logits(y, logits).mean()
+
+
+def _mi_loss(logits, y, state):
+    """Eq. (1) with a weight on the fairness term: mean H(sigma) - w * H(mean sigma)."""
+    sigma = torch.softmax(logits, -1)
+    return losses.entropy(sigma).mean() - state["fairness_weight"] * losses.entropy(sigma.mean(0))
+
+
+def _mi_objective(sigma, state):
+    return losses.entropy(sigma).mean() - state["fairness_weight"] * losses.entropy(sigma.mean(0))
+
+
+def _labels_mi_adm(sigma, state):
+    return pseudolabels.mi_adm(sigma, lam=state["lam"], tol=state["tol"], max_iter=state["max_iter"])
+
+
+def _objective_mi_adm(sigma, state):
+    y, _ = _labels_mi_adm(sigma.double(), state)
+    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="kl", cross_entropy="shannon")
+
+
+def _labels_sinkhorn(sigma, state):
+    return pseudolabels.sinkhorn(sigma.double(), n_iter=state["n_iter"], epsilon=state["epsilon"])
+
+
+def _objective_sela(sigma, state):
+    y, _ = _labels_sinkhorn(sigma, state)
+    return losses.shannon_cross_entropy(y, sigma.double()).mean()
+
+
+def _labels_pgd(sigma, state):
+    return pseudolabels.pgd(sigma, state["lam"], fairness="kl", step=state["step"], tol=state["tol"],
+                            max_iter=state["max_iter"])
+
+
+def _objective_cce(sigma, state):
+    y, _ = _labels_pgd(sigma.double(), state)
+    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="kl")
+
+
+def _labels_em(sigma, state):
+    return pseudolabels.em(sigma, state["lam"], tol=state["tol"], max_iter=state["max_iter"],
+                           acceleration=state["acceleration"])
+
+
+def _objective_cce_plus(sigma, state):
+    y, _ = _labels_em(sigma.double(), state)
+    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="reverse_kl")
+
+
+# ----------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+register(Method(
+    "kmeans", "Kmeans", "scikit-learn KMeans on the fixed features (k-means++ init)",
+    defaults={"n_init": 1, "max_iter": 300}, fit_fn=fit_kmeans,
+))
+register(Method(
+    "mi_gd", "MI-GD",
+    "Bridle et al. [3] / Krause et al. [21]: the MI loss of eq. (1) minimized by SGD on the head. "
+    "fairness_weight = 1 is eq. (1) as written.",
+    defaults={**TRAINING_DEFAULTS, "fairness_weight": 1.0},
+    loss=_mi_loss, objective=_mi_objective,
+))
+register(Method(
+    "mi_adm", "MI-ADM",
+    "Jabi et al. [15]: L_ce+kl (eq. 5); y re-estimated on every batch by cce.pseudolabels.mi_adm "
+    "(lam = 1 is eq. 5 as written), the head trained by Shannon cross-entropy to y.",
+    defaults={**TRAINING_DEFAULTS, "lam": 1.0, "lam_scale": "mean", "tol": 1e-6, "max_iter": 200},
+    label_scope="batch", label_solver=_labels_mi_adm, loss=_mean_shannon, objective=_objective_mi_adm,
+))
+register(Method(
+    "sela", "SeLa",
+    "Asano et al. [1]: equal-partition hard labels (eq. 4) by log-domain Sinkhorn. As in SeLa, the "
+    "labels are computed on the whole data set (cheap for a linear head on fixed features) once per "
+    "epoch, not per batch; epsilon is the entropic regularization of the transport plan.",
+    defaults={**TRAINING_DEFAULTS, "epsilon": 0.05, "n_iter": 1000},
+    label_scope="epoch", label_solver=_labels_sinkhorn, loss=_mean_shannon, objective=_objective_sela,
+))
+register(Method(
+    "cce", "CCE (L_CCE, PGD)",
+    "L_CCE (eq. 10, KL(ybar || u)): y on every batch by projected gradient descent from a warm start "
+    "at the predictions (EM does not apply to this fairness term); head trained by collision CE.",
+    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "step": 1.0, "tol": 1e-6,
+              "max_iter": 200},
+    label_scope="batch", label_solver=_labels_pgd, loss=_mean_collision, objective=_objective_cce,
+))
+register(Method(
+    "cce_plus", "Our",
+    "L_CCE+ (eq. 11, KL(u || ybar)), the paper's method: y on every batch by the EM of Section 4 from "
+    "a warm start at the predictions (Algorithm 1); head trained by collision cross-entropy.",
+    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "tol": 1e-6, "max_iter": 50,
+              "acceleration": None},
+    label_scope="batch", label_solver=_labels_em, loss=_mean_collision, objective=_objective_cce_plus,
+))
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None

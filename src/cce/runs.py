@@ -1,0 +1,105 @@
+"""One run = one (experiment, dataset, method, seed): fit, score, and write its JSON record.
+
+A record carries everything needed to trace a number back to what made it:
+the method's options, the seed, the feature file and its checksum, the
+device, library versions, the git commit of the code and the wall time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import library_versions, load_features
+from .io import write_json_atomic
+from .methods import get_method
+from .metrics import clustering_scores
+
+RECORD_VERSION = 1
+
+
+def git_commit(path: Path | str | None = None) -> str | None:
+    """The commit of the code that made a record, with ``-dirty`` for uncommitted changes."""
+    cwd = Path(path or __file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_clustering(
+    features_path: Path | str,
+    method: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    experiment: str = "clustering",
+    config_name: str | None = None,
+) -> dict[str, Any]:
+    """Fit ``method`` on the features in ``features_path`` with ``seed``; return the run record."""
+    spec = get_method(method)
+    opts = spec.options(options)
+    X, y, meta = load_features(features_path)
+    n_clusters = int(meta.get("n_classes") or np.unique(y).size)
+
+    seed_everything(seed)
+    start = time.perf_counter()
+    labels, info = spec.fit(X, n_clusters, seed, opts, y_true=y)
+    wall = time.perf_counter() - start
+
+    return {
+        "record_version": RECORD_VERSION,
+        "experiment": experiment,
+        "dataset": meta.get("dataset"),
+        "method": method,
+        "seed": int(seed),
+        "metrics": clustering_scores(y, labels),
+        "n_clusters": n_clusters,
+        "options": opts,
+        "info": info,
+        "wall_time_s": wall,
+        "device": info.get("device", "cpu"),
+        "features": {
+            "path": str(features_path),
+            "extractor": meta.get("extractor"),
+            "X_sha256": meta.get("X_sha256"),
+            "n_examples": int(X.shape[0]),
+            "n_features": int(X.shape[1]),
+        },
+        "config": config_name,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(path: Path | str, record: dict[str, Any]) -> None:
+    write_json_atomic(path, record)
+
+
+def read_record(path: Path | str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)

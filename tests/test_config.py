@@ -1,0 +1,85 @@
+import copy
+
+import pytest
+import yaml
+
+from cce.config import ConfigError, load_config, validate_config
+
+VALID = {
+    "clustering": {"datasets": ["digits"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 2},
+}
+
+
+def check(config):
+    return validate_config(copy.deepcopy(config))
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/demo.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_are_valid(repo, path):
+    config = load_config(repo / path)
+    assert config["clustering"]["seeds"] >= 1
+
+
+def test_defaults_are_filled():
+    config = check(VALID)
+    assert config["data_root"] == "resources/data"
+    assert config["resources"]["clustering"] == {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
+    assert config["clustering"]["method_options"] == {}
+
+
+def bad(path, value):
+    config = copy.deepcopy(VALID)
+    node = config
+    *parents, last = path
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        (bad(["clustering", "methods"], ["kmeans", "nope"]), "'clustering.methods[1]': unknown method 'nope'"),
+        (bad(["clustering", "seeds"], -1), "'clustering.seeds': -1 is less than the minimum of 1"),
+        (bad(["clustering", "seeds"], "six"), "'clustering.seeds': 'six' is not of type 'integer'"),
+        (bad(["clustering", "datasets"], ["imagenet"]), "'clustering.datasets[0]': unknown dataset 'imagenet'"),
+        (bad(["clustering", "extractor"], "vgg"), "'clustering.extractor': unknown extractor 'vgg'"),
+        (bad(["clustering", "seedz"], 3), "unknown key 'clustering.seedz'"),
+        (bad(["datasets", "digits", "local_dir"], "/does/not/exist"),
+         "'datasets.digits.local_dir': directory '/does/not/exist' does not exist"),
+        (bad(["clustering", "method_options"], {"kmeans": {"n_inits": 3}}),
+         "'clustering.method_options.kmeans.n_inits': unknown option of method 'kmeans'"),
+        (bad(["resources", "clustering"], {"gpu": -1}), "'resources.clustering.gpu': -1 is less than the minimum of 0"),
+        ({"clustering": {"datasets": ["digits"], "methods": ["kmeans"], "seeds": 1}},
+         "missing key 'clustering.extractor'"),
+    ],
+)
+def test_bad_config_names_the_key(config, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert expected in str(err.value)
+
+
+def test_every_problem_is_reported():
+    config = bad(["clustering", "seeds"], 0)
+    config["clustering"]["methods"] = ["nope"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert "clustering.seeds" in str(err.value) and "unknown method 'nope'" in str(err.value)
+
+
+def test_empty_and_malformed(tmp_path):
+    with pytest.raises(ConfigError, match="empty"):
+        validate_config({})
+    path = tmp_path / "bad.yaml"
+    path.write_text("clustering: [a: b\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_schema_is_valid_json_schema(repo):
+    import jsonschema
+
+    schema = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
