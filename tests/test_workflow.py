@@ -31,16 +31,35 @@ def test_lint(tmp_path):
 
 
 def test_dry_run_of_the_paper_config(tmp_path):
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    c = config["clustering"]
+    from cce.config import load_config
+    from cce.experiments import planned_runs
+
+    config = load_config(REPO / "config/config.yaml")
     proc = snakemake("-n", "--cores", "all", "--configfile", REPO / "config/config.yaml", cwd=tmp_path, check=True)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["clustering_run"] == len(c["datasets"]) * len(c["methods"]) * c["seeds"]
-    assert counts["features"] == len(c["datasets"])
-    assert counts["data"] == len(c["datasets"])
-    for rule in ("table2", "notebook_table2", "notebook_figure1", "all"):
-        assert counts[rule] == 1
+    runs = planned_runs(config, "clustering") + planned_runs(config, "lam_study")
+    assert counts["clustering_run"] == len(runs)
+    # Table 2: 4 datasets x 6 methods x 6 seeds, as the paper
+    assert {(r.dataset, r.method) for r in planned_runs(config, "clustering")} == {
+        (d, m) for d in ("stl10", "cifar10", "cifar100_20", "mnist")
+        for m in ("kmeans", "mi_gd", "mi_adm", "sela", "cce", "cce_plus")}
+    datasets = {r.dataset for r in runs}
+    assert counts["features"] == len(datasets) and counts["data"] == len(datasets)
+    for rule in ("table2", "table5", "lam_study", "solvers", "notebook_table1", "notebook_table2",
+                 "notebook_table5", "notebook_lambda", "notebook_figure1", "notebook_figure3", "all"):
+        assert counts[rule] == 1, rule
     assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_requests_gpus_for_training(tmp_path):
+    proc = snakemake("-n", "--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile",
+                     REPO / "config/config.yaml", cwd=tmp_path, check=True)
+    out = proc.stdout + proc.stderr
+    jobs = out.split("\n\n")
+    run_jobs = [j for j in jobs if "rule clustering_run:" in j]
+    assert run_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in run_jobs)
+    data_jobs = [j for j in jobs if "rule data:" in j]
+    assert data_jobs and all("gpu=1" not in j and "slurm_partition=cpu" in j for j in data_jobs)
 
 
 @pytest.fixture(scope="module")
@@ -57,28 +76,41 @@ def test_tiny_run_produces_every_output(tiny_run):
     workdir, _ = tiny_run
     table = pd.read_csv(workdir / "results/table2.csv")
     assert list(table.columns) == ["method", "digits", "digits_std"]
-    assert table.loc[0, "method"] == "kmeans"
+    assert list(table["method"]) == ["kmeans", "cce", "cce_plus"]
     assert 50 < table.loc[0, "digits"] <= 100  # percent; KMeans on digits pixels scores ~70-80
+    assert list(pd.read_csv(workdir / "results/table5.csv")["method"]) == ["cce", "cce_plus"]
     for seed in (0, 1):
-        record = json.loads((workdir / f"results/runs/clustering/digits/kmeans/seed{seed}.json").read_text())
-        assert record["seed"] == seed and record["dataset"] == "digits" and record["method"] == "kmeans"
+        record = json.loads((workdir / f"results/runs/clustering/digits/cce_plus/seed{seed}.json").read_text())
+        assert record["seed"] == seed and record["dataset"] == "digits" and record["method"] == "cce_plus"
         assert set(record["metrics"]) == {"accuracy", "nmi", "ari", "n_clusters_nonempty"}
+        assert record["options"]["epochs"] == 3 and record["options"]["lam"] == 100
         assert record["config"].endswith("tiny.yaml")
         assert record["versions"]["torch"] and record["device"] == "cpu"
-    for name in ("table2", "figure1"):
+        assert len(record["info"]["curves"]["accuracy"]) == 3
+    lam = pd.read_csv(workdir / "results/lam_study.csv")
+    swept = lam[lam["method"] == "cce_plus"]
+    assert sorted(zip(swept["lam_scale"], swept["lam"])) == [("batch", 1), ("batch", 100), ("mean", 1), ("mean", 100)]
+    assert list(lam.loc[lam["lam"].isna(), "method"]) == ["mi_gd"]
+    t1 = pd.read_csv(workdir / "results/table1.csv")
+    assert set(t1["method"]) == {"EM", "EM-SQUAREM", "PGD"} and set(t1["K"]) == {2, 20}
+    assert set(t1["lam_scale"]) == {"batch", "mean"}
+    for name in ("table1", "table2", "table5", "figure1", "figure3", "lambda"):
         html = (workdir / f"results/notebooks/{name}.html").read_text()
         assert "Traceback" not in html
         nb = json.loads((workdir / f"results/notebooks/{name}.ipynb").read_text())
-        assert all(c.get("outputs") is not None for c in nb["cells"] if c["cell_type"] == "code")
-    png = (workdir / "results/figures/figure1.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert code and all(c["execution_count"] for c in code)
+        assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
+    for name in ("figure1", "figure3", "lambda"):
+        png = (workdir / f"results/figures/{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_seed_determinism(tiny_run):
     workdir, _ = tiny_run
-    a = json.loads((workdir / "results/runs/clustering/digits/kmeans/seed0.json").read_text())
-    b = json.loads((workdir / "results/runs/clustering/digits/kmeans/seed1.json").read_text())
-    assert a["metrics"] != b["metrics"]  # different seeds, different k-means++ starts
+    runs = workdir / "results/runs/clustering/digits/cce_plus"
+    a, b = (json.loads((runs / f"seed{s}.json").read_text()) for s in (0, 1))
+    assert a["info"]["curves"]["loss"] != b["info"]["curves"]["loss"]  # different seeds, different inits
 
 
 def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_run):
@@ -87,10 +119,9 @@ def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     (workdir / "results/runs/clustering/digits/kmeans/seed1.json").unlink()
     proc = snakemake("-n", "--cores", "2", "--configfile", config, cwd=workdir, check=True)
-    assert job_counts(proc.stdout + proc.stderr) == {
-        "all": 1, "clustering_run": 1, "notebook_table2": 1, "table2": 1, "total": 4,
-    }
-    assert "seed=1" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert job_counts(out) == {"all": 1, "clustering_run": 1, "notebook_table2": 1, "table2": 1, "total": 4}
+    assert "variant=kmeans, seed=1" in out
 
 
 def write_config(tmp_path, **changes):

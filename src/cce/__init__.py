@@ -7,3 +7,10 @@ the paper's tables calls the entry points in :mod:`cce.cli`.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):  # lazy, so that `import cce` does not import torch or scikit-learn
+    if name == "SelfLabelingClassifier":
+        from .estimator import SelfLabelingClassifier
+        return SelfLabelingClassifier
+    raise AttributeError(f"module 'cce' has no attribute {name!r}")

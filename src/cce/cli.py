@@ -41,7 +41,8 @@ def cmd_data(args) -> None:
     from . import data
 
     try:
-        manifest = data.prepare(args.dataset, args.root, local_dir=args.local_dir, download=not args.no_download)
+        manifest = data.prepare(args.dataset, args.root, local_dir=args.local_dir, download=not args.no_download,
+                                mirrors=args.mirror or None, timeout=args.timeout)
     except (KeyError, data.DataUnavailableError, data.DataVerificationError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     print(f"{args.dataset}: ready ({manifest})")
@@ -52,7 +53,7 @@ def cmd_features(args) -> None:
 
     try:
         X, y, meta = features.extract_dataset(args.dataset, args.root, args.extractor, **args.options)
-    except (KeyError, data.DataUnavailableError) as err:
+    except (KeyError, ValueError, TypeError, data.DataUnavailableError, data.DataVerificationError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     features.save_features(args.out, X, y, meta)
     print(f"{args.dataset}/{args.extractor}: X {X.shape} {X.dtype} -> {args.out}")
@@ -84,6 +85,43 @@ def cmd_table(args) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
+def cmd_summarize(args) -> None:
+    from .io import atomic_path
+    from .tables import records_frame, summary
+
+    table = summary(records_frame(args.runs), by=args.by)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    print(table.to_string(index=False))
+
+
+def cmd_solvers(args) -> None:
+    import torch
+
+    from .io import atomic_path
+    from .solver_comparison import table1_readings
+
+    opts = dict(args.options)
+    opts["dtype"] = getattr(torch, opts.pop("dtype", "float64"))
+    if opts.get("device") == "auto":
+        opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"Table 1 on {opts.get('device', 'cpu')} with {torch.get_num_threads()} torch thread(s): {args.options}",
+          file=sys.stderr)
+    table, summary = table1_readings(**opts)
+    with atomic_path(args.out) as tmp:
+        table.drop(columns=["objective"]).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(args.summary_out) as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.6g")
+    if args.trajectories_out:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.trajectories_out, table[["lam_scale", "method", "K", "step", "objective"]]
+                          .to_dict(orient="records"))
+    cols = ["lam_scale", "K", "pgd_step", "pgd_time", "em_time", "sq_time", "ratio_at_equal_objective_em",
+            "ratio_at_equal_objective_sq", "squarem_speedup"]
+    print(summary[[c for c in cols if c in summary]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
 def cmd_notebook(args) -> None:
     from .notebooks import NotebookFailed, run_notebook
 
@@ -94,7 +132,7 @@ def cmd_notebook(args) -> None:
         except json.JSONDecodeError:
             params[key] = value
     try:
-        run_notebook(args.template, args.out, html=args.html, failed_copy=args.failed_copy, parameters=params)
+        run_notebook(args.template, args.out, html=args.html, log_copy=args.log_notebook, parameters=params)
     except NotebookFailed as err:
         raise UserError(str(err)) from err
 
@@ -112,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("resources/data"))
     p.add_argument("--local-dir", type=Path, default=None, help="copy the files from this directory")
     p.add_argument("--no-download", action="store_true", help="never touch the network")
+    p.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="base URL to download from instead of the registry's (repeatable; tried in order)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per connect or read")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("features", help="extract fixed features of a prepared dataset")
@@ -141,11 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-out", type=Path, default=None, help="also write all metrics, long format")
     p.set_defaults(func=cmd_table)
 
+    p = sub.add_parser("summarize", help="mean and std over seeds of every metric, grouped")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--by", nargs="+", default=["dataset", "method"],
+                   help="columns to group by (dataset, method, lam_scale, lam, ...)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("solvers", help="Table 1: EM against PGD on the pseudo-label subproblem")
+    p.add_argument("--options", type=_json_arg, default={}, help="arguments of solver_comparison.table1_readings")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--summary-out", type=Path, required=True)
+    p.add_argument("--trajectories-out", type=Path, default=None, help="objective after every iteration, JSON")
+    p.set_defaults(func=cmd_solvers)
+
     p = sub.add_parser("notebook", help="execute a papermill notebook and render it to HTML")
     p.add_argument("template", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--html", type=Path, default=None)
-    p.add_argument("--failed-copy", type=Path, default=None, help="where to keep the notebook if a cell fails")
+    p.add_argument("--log-notebook", type=Path, default=None,
+                   help="also keep the executed notebook here (the rule's log): it shows a failing cell's error")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.set_defaults(func=cmd_notebook)
     return parser

@@ -88,30 +88,39 @@ def _registry_problems(config: dict) -> list[str]:
         if local_dir is not None and not Path(local_dir).is_dir():
             problems.append(f"'datasets.{name}.local_dir': directory {local_dir!r} does not exist")
 
-    clustering = config.get("clustering") or {}
-    for i, name in enumerate(clustering.get("datasets", [])):
-        known("dataset", f"clustering.datasets[{i}]", name, data.DATASETS)
-    if "extractor" in clustering:
-        known("extractor", "clustering.extractor", clustering["extractor"], features.EXTRACTORS)
-    for i, name in enumerate(clustering.get("methods", [])):
-        known("method", f"clustering.methods[{i}]", name, methods.METHODS)
-    for name, opts in (clustering.get("method_options") or {}).items():
-        if name not in methods.METHODS:
-            known("method", f"clustering.method_options.{name}", name, methods.METHODS)
+    for experiment in ("clustering", "lam_study"):
+        section = config.get(experiment)
+        if not section:
             continue
-        allowed = methods.METHODS[name].defaults
-        for opt in opts or {}:
-            if opt not in allowed:
-                problems.append(
-                    f"'clustering.method_options.{name}.{opt}': unknown option of method {name!r}"
-                    f" (allowed: {', '.join(sorted(allowed)) or 'none'})"
-                )
-    wd = (clustering.get("training") or {}).get("weight_decay")
-    if isinstance(wd, dict) and "default" not in wd:
-        for i, name in enumerate(clustering.get("datasets", [])):
-            if name not in wd:
-                problems.append(f"'clustering.training.weight_decay': no value for dataset {name!r} "
-                                f"(clustering.datasets[{i}]) and no 'default'")
+        for i, name in enumerate(section.get("datasets", [])):
+            known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
+        if "extractor" in section:
+            known("extractor", f"{experiment}.extractor", section["extractor"], features.EXTRACTORS)
+        for i, name in enumerate(section.get("methods", [])):
+            known("method", f"{experiment}.methods[{i}]", name, methods.METHODS)
+        for i, name in enumerate(section.get("baselines", [])):
+            known("method", f"{experiment}.baselines[{i}]", name, methods.METHODS)
+        if "method" in section:
+            known("method", f"{experiment}.method", section["method"], methods.METHODS)
+            if section["method"] in methods.METHODS and "lam" not in methods.METHODS[section["method"]].defaults:
+                problems.append(f"'{experiment}.method': method {section['method']!r} has no lam to vary")
+        for name, opts in (section.get("method_options") or {}).items():
+            if name not in methods.METHODS:
+                known("method", f"{experiment}.method_options.{name}", name, methods.METHODS)
+                continue
+            allowed = methods.METHODS[name].defaults
+            for opt in opts or {}:
+                if opt not in allowed:
+                    problems.append(
+                        f"'{experiment}.method_options.{name}.{opt}': unknown option of method {name!r}"
+                        f" (allowed: {', '.join(sorted(allowed)) or 'none'})"
+                    )
+        for key, value in (section.get("training") or {}).items():
+            if isinstance(value, dict) and "default" not in value:
+                for i, name in enumerate(section.get("datasets", [])):
+                    if name not in value:
+                        problems.append(f"'{experiment}.training.{key}': no value for dataset {name!r} "
+                                        f"({experiment}.datasets[{i}]) and no 'default'")
     return problems
 
 
@@ -142,24 +151,3 @@ def load_config(path: Path | str) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     return validate_config(config)
-
-
-def run_options(config: dict, experiment: str, dataset: str, method: str) -> dict:
-    """The complete options of one run: the method's defaults, the experiment's shared
-    training options (weight decay resolved for ``dataset``), then ``method_options``."""
-    from .methods import get_method
-
-    section = config[experiment]
-    spec = get_method(method)
-    options = {}
-    if spec.trains_head:
-        training = dict(section.get("training", {}))
-        wd = training.get("weight_decay")
-        if isinstance(wd, dict):
-            if dataset not in wd and "default" not in wd:
-                raise ConfigError(f"'{experiment}.training.weight_decay': no value for dataset {dataset!r} "
-                                  "and no 'default'")
-            training["weight_decay"] = wd.get(dataset, wd.get("default"))
-        options.update(training)
-    options.update(section.get("method_options", {}).get(method, {}))
-    return spec.options(options)

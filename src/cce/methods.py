@@ -66,13 +66,16 @@ class Method:
         return state
 
     def label_step(self, sigma: torch.Tensor, state: dict[str, Any]):
-        return self.label_solver(sigma, state)
+        # Solvers run in float64: optima near the simplex boundary (large lam) need its range.
+        y, info = self.label_solver(sigma.double(), state)
+        return y.to(sigma.dtype), info
 
     def network_loss(self, logits: torch.Tensor, y: torch.Tensor | None, state: dict[str, Any]) -> torch.Tensor:
         return self.loss(logits, y, state)
 
     def objective_value(self, sigma: torch.Tensor, state: dict[str, Any]) -> float:
-        return float(self.objective(sigma, state))
+        """The method's objective at predictions sigma (N, K), minimized over y by its own solver."""
+        return float(self.objective(sigma.double(), state))
 
     def fit(self, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
             y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -120,14 +123,13 @@ def _mean_collision(logits, y, state):
     return losses.collision_cross_entropy_with_logits(y, logits).mean()
 
 
-def _mi_loss(logits, y, state):
-    """Eq. (1) with a weight on the fairness term: mean H(sigma) - w * H(mean sigma)."""
-    sigma = torch.softmax(logits, -1)
-    return losses.entropy(sigma).mean() - state["fairness_weight"] * losses.entropy(sigma.mean(0))
-
-
 def _mi_objective(sigma, state):
+    """Eq. (1) with a weight on the fairness term: mean H(sigma) - w * H(mean sigma)."""
     return losses.entropy(sigma).mean() - state["fairness_weight"] * losses.entropy(sigma.mean(0))
+
+
+def _mi_loss(logits, y, state):
+    return _mi_objective(torch.softmax(logits, -1), state)
 
 
 def _labels_mi_adm(sigma, state):
@@ -135,17 +137,17 @@ def _labels_mi_adm(sigma, state):
 
 
 def _objective_mi_adm(sigma, state):
-    y, _ = _labels_mi_adm(sigma.double(), state)
-    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="kl", cross_entropy="shannon")
+    y, _ = _labels_mi_adm(sigma, state)
+    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="kl", cross_entropy="shannon")
 
 
 def _labels_sinkhorn(sigma, state):
-    return pseudolabels.sinkhorn(sigma.double(), n_iter=state["n_iter"], epsilon=state["epsilon"])
+    return pseudolabels.sinkhorn(sigma, n_iter=state["n_iter"], epsilon=state["epsilon"], tol=state["tol"])
 
 
 def _objective_sela(sigma, state):
     y, _ = _labels_sinkhorn(sigma, state)
-    return losses.shannon_cross_entropy(y, sigma.double()).mean()
+    return losses.shannon_cross_entropy(y, sigma).mean()
 
 
 def _labels_pgd(sigma, state):
@@ -154,8 +156,8 @@ def _labels_pgd(sigma, state):
 
 
 def _objective_cce(sigma, state):
-    y, _ = _labels_pgd(sigma.double(), state)
-    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="kl")
+    y, _ = _labels_pgd(sigma, state)
+    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="kl")
 
 
 def _labels_em(sigma, state):
@@ -164,8 +166,8 @@ def _labels_em(sigma, state):
 
 
 def _objective_cce_plus(sigma, state):
-    y, _ = _labels_em(sigma.double(), state)
-    return losses.self_labeling_objective(y, sigma.double(), state["lam"], fairness="reverse_kl")
+    y, _ = _labels_em(sigma, state)
+    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="reverse_kl")
 
 
 # ----------------------------------------------------------------------------
@@ -201,15 +203,18 @@ register(Method(
     "sela", "SeLa",
     "Asano et al. [1]: equal-partition hard labels (eq. 4) by log-domain Sinkhorn. As in SeLa, the "
     "labels are computed on the whole data set (cheap for a linear head on fixed features) once per "
-    "epoch, not per batch; epsilon is the entropic regularization of the transport plan.",
-    defaults={**TRAINING_DEFAULTS, "epsilon": 0.05, "n_iter": 1000},
+    "epoch, not per batch; epsilon is the entropic regularization of the transport plan, tol the "
+    "L1 error of its row marginals at which Sinkhorn stops.",
+    defaults={**TRAINING_DEFAULTS, "epsilon": 0.05, "n_iter": 1000, "tol": 1e-4},
     label_scope="epoch", label_solver=_labels_sinkhorn, loss=_mean_shannon, objective=_objective_sela,
 ))
 register(Method(
     "cce", "CCE (L_CCE, PGD)",
     "L_CCE (eq. 10, KL(ybar || u)): y on every batch by projected gradient descent from a warm start "
-    "at the predictions (EM does not apply to this fairness term); head trained by collision CE.",
-    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "step": 1.0, "tol": 1e-6,
+    "at the predictions (EM does not apply to this fairness term); head trained by collision CE. "
+    "The PGD step is found by backtracking (step='armijo'): a fixed step that suits one lam "
+    "diverges at another (Table 1's steps suit lam / M, not lam = 100).",
+    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "step": "armijo", "tol": 1e-6,
               "max_iter": 200},
     label_scope="batch", label_solver=_labels_pgd, loss=_mean_collision, objective=_objective_cce,
 ))

@@ -1,8 +1,8 @@
 """Execute a papermill notebook template and render it to HTML, atomically.
 
 The executed notebook appears at its output path only when every cell ran.
-When a cell fails, the partly executed notebook, with the error in it, is kept
-at ``failed_copy`` (the rule's log) so the failure can be read.
+A copy of the executed notebook also goes to ``log_copy`` (the rule's log), so
+that when a cell fails the notebook, with the error in it, can be read there.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_notebook(
     template: Path | str,
     out: Path | str,
     html: Path | str | None = None,
-    failed_copy: Path | str | None = None,
+    log_copy: Path | str | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> None:
     import papermill as pm
@@ -46,10 +46,13 @@ def run_notebook(
                                 progress_bar=False, cwd=str(Path.cwd()))
         except pm.PapermillExecutionError as err:
             where = ""
-            if failed_copy is not None:
-                Path(failed_copy).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(tmp, failed_copy)
-                where = f"; the executed notebook with the error is at {failed_copy}"
+            if log_copy is not None:
+                Path(log_copy).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(tmp, log_copy)
+                where = f"; the executed notebook with the error is at {log_copy}"
             raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}{where}") from err
+        if log_copy is not None:
+            Path(log_copy).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp, log_copy)
     if html is not None:
         render_html(out, html)

@@ -14,13 +14,18 @@ METRICS = ("accuracy", "nmi", "ari", "n_clusters_nonempty")
 
 
 def records_frame(paths: Iterable[Path | str]) -> pd.DataFrame:
-    """One row per run record: identifiers, metrics, wall time, device."""
+    """One row per run record: identifiers, lam options, metrics, pseudo-label iterations, wall time."""
     rows = []
     for path in paths:
         r = read_record(path)
+        curves = r.get("info", {}).get("curves", {})
         rows.append({
             "experiment": r["experiment"], "dataset": r["dataset"], "method": r["method"],
-            "seed": r["seed"], **{m: r["metrics"][m] for m in METRICS},
+            "seed": r["seed"], "lam": r["options"].get("lam"), "lam_scale": r["options"].get("lam_scale"),
+            **{m: r["metrics"][m] for m in METRICS},
+            "objective": r.get("info", {}).get("losses", {}).get("objective"),
+            # mean solver iterations per batch in the last epoch (EM, PGD, ...)
+            "label_iterations": (curves.get("label_iterations") or [None])[-1],
             "wall_time_s": r["wall_time_s"], "device": r["device"], "record": str(path),
         })
     if not rows:
@@ -28,10 +33,13 @@ def records_frame(paths: Iterable[Path | str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of every metric, per (dataset, method), long format."""
-    grouped = runs.groupby(["dataset", "method"], sort=False)
-    out = grouped[list(METRICS) + ["wall_time_s"]].agg(["mean", "std"])
+SUMMARY_COLUMNS = list(METRICS) + ["objective", "label_iterations", "wall_time_s"]
+
+
+def summary(runs: pd.DataFrame, by: Iterable[str] = ("dataset", "method")) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every metric, per group (long format)."""
+    grouped = runs.groupby(list(by), sort=False, dropna=False)
+    out = grouped[SUMMARY_COLUMNS].agg(["mean", "std"])
     out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
     out.insert(0, "n_seeds", grouped.size())
     return out.reset_index()
@@ -57,3 +65,27 @@ def paper_table(name: str) -> pd.DataFrame:
     """A table transcribed from the paper (``src/cce/paper/{name}.csv``)."""
     with resources.files("cce.paper").joinpath(f"{name}.csv").open() as f:
         return pd.read_csv(f, comment="#")
+
+
+def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Long table (method, dataset, ours, ours_std, paper, paper_std, difference) for the
+    datasets and methods both tables hold; tables in :func:`paper_layout`'s layout."""
+    datasets = [c for c in ours.columns if c != "method" and not c.endswith("_std") and c in paper.columns]
+    merged = ours.merge(paper, on="method", suffixes=("", "_paper"))
+    rows = [
+        {"method": r["method"], "dataset": ds, "ours": r[ds], "ours_std": r[f"{ds}_std"],
+         "paper": r[f"{ds}_paper"], "paper_std": r[f"{ds}_std_paper"]}
+        for _, r in merged.iterrows() for ds in datasets
+    ]
+    out = pd.DataFrame(rows, columns=["method", "dataset", "ours", "ours_std", "paper", "paper_std"])
+    out["difference"] = out["ours"] - out["paper"]
+    return out
+
+
+def format_mean_std(table: pd.DataFrame) -> pd.DataFrame:
+    """'mean (std)' strings, the way the paper prints its tables."""
+    datasets = [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]
+    out = table.set_index("method")[[]].copy()
+    for ds in datasets:
+        out[ds] = [f"{m:.2f} ({s:.1f})" if pd.notna(m) else "" for m, s in zip(table[ds], table[f"{ds}_std"])]
+    return out

@@ -1,16 +1,18 @@
-# Table 2 / Table 5: every method on fixed features, one JSON record per (dataset, method, seed).
+# Clustering of fixed features: Table 2, Table 5 and the lam study.
+# One JSON record per (experiment, dataset, variant, seed); tables aggregate the records.
 
 
 rule clustering_run:
     input:
-        lambda wc: features_path(wc.dataset, CLUSTERING["extractor"]),
+        lambda wc: features_path(wc.dataset, config[wc.experiment]["extractor"]),
     output:
-        "results/runs/clustering/{dataset}/{method}/seed{seed}.json",
+        "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json",
     params:
-        options=lambda wc: run_options("clustering", wc.dataset, wc.method),
+        method=lambda wc: parse_variant(wc.variant)[0],
+        options=lambda wc: run_options_json(wc.experiment, wc.dataset, wc.variant),
         config_files=CONFIG_FILES,
     log:
-        "logs/runs/clustering/{dataset}/{method}/seed{seed}.log",
+        "logs/runs/{experiment}/{dataset}/{variant}/seed{seed}.log",
     threads: stage_resources("clustering")["threads"]
     resources:
         mem_mb=stage_resources("clustering")["mem_mb"],
@@ -19,19 +21,20 @@ rule clustering_run:
     conda:
         "../../environment.yml"
     shell:
-        "python -m cce cluster --features {input} --method {wildcards.method} --seed {wildcards.seed}"
-        " --options {params.options:q} --config-name {params.config_files:q} --out {output} > {log} 2>&1"
+        "python -m cce cluster --features {input} --method {params.method} --seed {wildcards.seed}"
+        " --experiment {wildcards.experiment} --options {params.options:q}"
+        " --config-name {params.config_files:q} --out {output} > {log} 2>&1"
 
 
 rule table2:
     input:
-        clustering_records(),
+        records("clustering"),
     output:
         table="results/table2.csv",
         summary="results/table2_summary.csv",
     params:
-        methods=CLUSTERING["methods"],
-        datasets=CLUSTERING["datasets"],
+        methods=config["clustering"]["methods"],
+        datasets=config["clustering"]["datasets"],
     log:
         "logs/tables/table2.log",
     conda:
@@ -39,3 +42,33 @@ rule table2:
     shell:
         "python -m cce table --runs {input} --methods {params.methods} --datasets {params.datasets}"
         " --out {output.table} --summary-out {output.summary} > {log} 2>&1"
+
+
+rule table5:
+    input:
+        records("clustering", methods=TABLE5_METHODS),
+    output:
+        "results/table5.csv",
+    params:
+        methods=TABLE5_METHODS,
+        datasets=config["clustering"]["datasets"],
+    log:
+        "logs/tables/table5.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce table --runs {input} --methods {params.methods} --datasets {params.datasets}"
+        " --out {output} > {log} 2>&1"
+
+
+rule lam_study:
+    input:
+        records("lam_study"),
+    output:
+        "results/lam_study.csv",
+    log:
+        "logs/tables/lam_study.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce summarize --runs {input} --by dataset method lam_scale lam --out {output} > {log} 2>&1"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-import cce.config
 from cce.config import ConfigError, validate_config
+from cce.experiments import EXPERIMENTS, parse_variant, planned_runs, run_options
 
 try:
     validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -16,7 +16,8 @@ except ConfigError as err:
 DATA_ROOT = config["data_root"]
 CONFIG_FILES = ",".join(str(f) for f in workflow.configfiles) or "<none>"
 NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
-CLUSTERING = config["clustering"]
+# Table 5 compares L_CCE (PGD) with L_CCE+ (EM) on the clustering experiment's runs.
+TABLE5_METHODS = [m for m in ("cce", "cce_plus") if m in config["clustering"]["methods"]]
 
 
 wildcard_constraints:
@@ -24,6 +25,8 @@ wildcard_constraints:
     extractor="[a-z0-9_]+",
     method="[a-z0-9_]+",
     seed="[0-9]+",
+    experiment="|".join(EXPERIMENTS),
+    variant="[a-z0-9_]+(-lam[0-9.e+-]+-(mean|batch))?",
 
 
 def stage_resources(stage):
@@ -42,18 +45,18 @@ def features_path(dataset, extractor):
     return f"results/features/{dataset}/{extractor}.npz"
 
 
-def clustering_records(datasets=None, methods=None):
-    return expand(
-        "results/runs/clustering/{dataset}/{method}/seed{seed}.json",
-        dataset=datasets or CLUSTERING["datasets"],
-        method=methods or CLUSTERING["methods"],
-        seed=range(CLUSTERING["seeds"]),
-    )
+def records(experiment, methods=None):
+    """Record paths of an experiment's runs (optionally only some methods)."""
+    return [
+        run.record
+        for run in planned_runs(config, experiment)
+        if methods is None or run.method in methods
+    ]
 
 
-def run_options(experiment, dataset, method):
+def run_options_json(experiment, dataset, variant):
     """The run's complete options as JSON: a change in the config reruns the job."""
-    return json.dumps(cce.config.run_options(config, experiment, dataset, method), sort_keys=True)
+    return json.dumps(run_options(config, experiment, dataset, variant), sort_keys=True)
 
 
 def data_args(wildcards):
@@ -69,9 +72,18 @@ def data_args(wildcards):
 def all_targets():
     # The run records are targets too, so that deleting one record reruns that job
     # (Snakemake does not rebuild a missing intermediate whose consumers are up to date).
-    return clustering_records() + [
+    targets = records("clustering") + [
         "results/table2.csv",
         "results/notebooks/table2.html",
         "results/figures/figure1.png",
         "results/notebooks/figure1.html",
+        "results/table1.csv",
+        "results/notebooks/table1.html",
+        "results/figures/figure3.png",
+        "results/notebooks/figure3.html",
     ]
+    if TABLE5_METHODS:
+        targets += ["results/table5.csv", "results/notebooks/table5.html"]
+    if config.get("lam_study"):
+        targets += records("lam_study") + ["results/figures/lambda.png", "results/notebooks/lambda.html"]
+    return targets

@@ -1,5 +1,5 @@
 # Papermill notebooks: each renders one table or figure into results/notebooks/{name}.ipynb and .html.
-# A notebook whose cell fails is kept, with the error, at logs/notebooks/{name}.ipynb.
+# The executed notebook is also kept at logs/notebooks/{name}.ipynb: a failing cell's error shows there.
 
 
 rule notebook_table2:
@@ -17,7 +17,7 @@ rule notebook_table2:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --failed-copy {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
 
 
 rule notebook_figure1:
@@ -34,4 +34,76 @@ rule notebook_figure1:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --failed-copy {log.notebook} -p figure {output.figure} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p figure {output.figure} > {log.stderr} 2>&1"
+
+
+rule notebook_table5:
+    input:
+        template=notebook_template("table5"),
+        table="results/table5.csv",
+    output:
+        notebook="results/notebooks/table5.ipynb",
+        html="results/notebooks/table5.html",
+    log:
+        notebook="logs/notebooks/table5.ipynb",
+        stderr="logs/notebooks/table5.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p table {input.table} > {log.stderr} 2>&1"
+
+
+rule notebook_lambda:
+    input:
+        template=notebook_template("lambda"),
+        study="results/lam_study.csv",
+    output:
+        figure="results/figures/lambda.png",
+        notebook="results/notebooks/lambda.ipynb",
+        html="results/notebooks/lambda.html",
+    log:
+        notebook="logs/notebooks/lambda.ipynb",
+        stderr="logs/notebooks/lambda.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p study {input.study} -p figure {output.figure} > {log.stderr} 2>&1"
+
+
+rule notebook_table1:
+    input:
+        template=notebook_template("table1"),
+        table="results/table1.csv",
+        summary="results/table1_speedup.csv",
+        trajectories="results/table1_trajectories.json",
+    output:
+        notebook="results/notebooks/table1.ipynb",
+        html="results/notebooks/table1.html",
+    log:
+        notebook="logs/notebooks/table1.ipynb",
+        stderr="logs/notebooks/table1.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary}"
+        " -p trajectories {input.trajectories} > {log.stderr} 2>&1"
+
+
+rule notebook_figure3:
+    input:
+        template=notebook_template("figure3"),
+    output:
+        figure="results/figures/figure3.png",
+        notebook="results/notebooks/figure3.ipynb",
+        html="results/notebooks/figure3.html",
+    log:
+        notebook="logs/notebooks/figure3.ipynb",
+        stderr="logs/notebooks/figure3.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p figure {output.figure} > {log.stderr} 2>&1"

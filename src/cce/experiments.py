@@ -1,0 +1,94 @@
+"""Which runs an experiment consists of, their options and where their records go.
+
+An experiment section of the config (``clustering``: Tables 2 and 5;
+``lam_study``: accuracy against lam) expands to runs, one per (dataset,
+variant, seed). A variant is a method name, or for the lam study the method
+with its lam and lam scale, e.g. ``cce_plus-lam100-mean``. Every run's record
+lives at ``results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .methods import get_method
+
+EXPERIMENTS = ("clustering", "lam_study")
+RECORD_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json"
+_VARIANT = re.compile(r"^(?P<method>[a-z0-9_]+)(-lam(?P<lam>[0-9.e+-]+?)-(?P<scale>mean|batch))?$")
+
+
+def variant_name(method: str, lam: float | None = None, lam_scale: str | None = None) -> str:
+    if lam is None:
+        return method
+    return f"{method}-lam{lam:g}-{lam_scale}"
+
+
+def parse_variant(variant: str) -> tuple[str, dict[str, Any]]:
+    """``cce_plus-lam0.1-batch`` -> ("cce_plus", {"lam": 0.1, "lam_scale": "batch"})."""
+    match = _VARIANT.match(variant)
+    if not match:
+        raise ValueError(f"not a run variant: {variant!r}")
+    if match["lam"] is None:
+        return match["method"], {}
+    return match["method"], {"lam": float(match["lam"]), "lam_scale": match["scale"]}
+
+
+@dataclass(frozen=True)
+class Run:
+    experiment: str
+    dataset: str
+    variant: str
+    seed: int
+    method: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", parse_variant(self.variant)[0])
+
+    @property
+    def record(self) -> str:
+        return RECORD_PATTERN.format(experiment=self.experiment, dataset=self.dataset, variant=self.variant,
+                                     seed=self.seed)
+
+
+def variants(config: dict, experiment: str) -> list[str]:
+    section = config[experiment]
+    if experiment == "clustering":
+        return list(section["methods"])
+    if experiment == "lam_study":
+        swept = [variant_name(section["method"], lam, scale)
+                 for scale in section["lam_scales"] for lam in section["lams"]]
+        return list(section.get("baselines", [])) + swept
+    raise KeyError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+
+
+def planned_runs(config: dict, experiment: str) -> list[Run]:
+    """Every run of an experiment, in (dataset, variant, seed) order."""
+    section = config[experiment]
+    return [Run(experiment, dataset, variant, seed)
+            for dataset in section["datasets"]
+            for variant in variants(config, experiment)
+            for seed in range(section["seeds"])]
+
+
+def run_options(config: dict, experiment: str, dataset: str, variant: str) -> dict[str, Any]:
+    """The complete options of one run: the method's defaults, then the experiment's
+    shared ``training`` options (per-dataset values resolved for ``dataset``), then its
+    ``method_options``, then the variant's lam and lam scale."""
+    method, overrides = parse_variant(variant)
+    section = config[experiment]
+    spec = get_method(method)
+    options: dict[str, Any] = {}
+    if spec.trains_head:
+        for key, value in section.get("training", {}).items():
+            if isinstance(value, dict):  # per-dataset values, e.g. Appendix F's weight decays
+                if dataset not in value and "default" not in value:
+                    raise ValueError(f"'{experiment}.training.{key}': no value for dataset {dataset!r} "
+                                     "and no 'default'")
+                value = value.get(dataset, value.get("default"))
+            options[key] = value
+    options.update(section.get("method_options", {}).get(method, {}))
+    options.update(overrides)
+    return spec.options(options)

@@ -1,0 +1,144 @@
+"""Table 1 / Figure 3 computations of cce.solver_comparison (no wall-time assertions)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cce.pseudolabels import em
+from cce.solver_comparison import (
+    PAPER_STEPS,
+    default_steps,
+    effective_lam,
+    figure3_data,
+    random_sigma,
+    save_table,
+    speedup_summary,
+    table1,
+    time_per_iteration_scaling,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These tests run many ops on small tensors, where torch's thread pool only adds overhead
+    # (and on a loaded 2-core machine, long stalls); restored after each test.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_random_sigma_and_lam_readings():
+    s = random_sigma(250, 20, seed=3)
+    assert s.shape == (250, 20) and s.dtype == torch.float64
+    torch.testing.assert_close(s.sum(1), torch.ones(250, dtype=torch.float64))
+    assert torch.equal(s, random_sigma(250, 20, seed=3))
+    assert not torch.equal(s, random_sigma(250, 20, seed=4))
+    assert random_sigma(10, 5, dtype=torch.float32).dtype == torch.float32
+    assert effective_lam(100, "mean", 250) == 100.0
+    assert effective_lam(100, "batch", 250) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        effective_lam(100, "sum", 250)
+
+
+def test_default_steps():
+    assert default_steps("batch", 250) == {K: tuple(sorted(v)) for K, v in PAPER_STEPS.items()}
+    assert default_steps("mean", 250)[2] == pytest.approx((1 / 250, 10 / 250, 20 / 250))
+    grid = default_steps("batch", 250, grid_decades=1)
+    assert grid[200] == pytest.approx((0.1, 0.5, 1.0, 1.58, 5.0))
+
+
+@pytest.fixture(scope="module")
+def small_table():
+    return table1(Ks=(2, 5), M=40, lam=20.0, lam_scale="batch", repeats=2, tol=1e-7, max_iter=400,
+                  steps={2: (0.5, 5.0), 5: (0.05, 0.5, 1e4)}, reference_iter=300)
+
+
+def test_table1_columns_and_consistency(small_table):
+    df = small_table
+    for col in ("method", "K", "step", "lam", "time_per_iter", "iterations", "time_to_converge",
+                "final_objective", "gap_to_best", "best_objective", "best_lower_bound",
+                "iters_to_target", "time_to_target", "converged", "diverged", "em_steps"):
+        assert col in df.columns
+    assert len(df) == 2 * 2 + 2 + 3
+    assert set(df["method"]) == {"EM", "EM-SQUAREM", "PGD"}
+    assert np.allclose(df["lam"], 0.5)
+    for _, r in df.iterrows():
+        obj = r["objective"]
+        assert len(obj) == r["iterations"] + 1
+        assert r["final_objective"] == obj[-1]
+        assert r["time_per_iter"] > 0 and r["time_to_converge"] > 0
+        assert r["gap_to_best"] >= 0.0
+        assert r["best_lower_bound"] <= r["best_objective"] + 1e-12
+        # the reference is (nearly) optimal: the dual bound closes the gap
+        assert (r["best_objective"] - r["best_lower_bound"]) / r["best_objective"] < 1e-6
+        if not math.isnan(r["iters_to_target"]):
+            assert obj[int(r["iters_to_target"])] <= r["best_objective"] * (1 + 1e-6)
+    # a huge step is flagged as diverged, not silently reported
+    assert bool(df[(df["K"] == 5) & (df["step"] == 1e4)]["diverged"].iloc[0])
+    # the same convergence test: the EM rows stop where the shared rule says so
+    for _, r in df[df["method"] != "PGD"].iterrows():
+        o = r["objective"]
+        assert r["converged"] == (abs(o[-2] - o[-1]) <= 1e-7 * abs(o[-2]))
+
+
+def test_table1_em_rows_match_em(small_table):
+    r = small_table[(small_table["method"] == "EM") & (small_table["K"] == 5)].iloc[0]
+    _, info = em(random_sigma(40, 5), 0.5, tol=1e-7, max_iter=400)
+    assert r["iterations"] == info["iterations"]
+    assert r["objective"] == info["objective"]
+
+
+def test_speedup_summary(small_table):
+    s = speedup_summary(small_table)
+    assert list(s["K"]) == [2, 5]
+    for col in ("em_time", "sq_time", "pgd_time", "ratio_pgd_over_em", "ratio_pgd_over_sq",
+                "ratio_at_equal_objective_em", "ratio_at_equal_objective_sq", "squarem_speedup", "pgd_step"):
+        assert col in s.columns
+    df = small_table
+    for _, row in s.iterrows():
+        g = df[df["K"] == row["K"]]
+        ok = g[(g["method"] == "PGD") & ~g["diverged"]]
+        assert row["pgd_objective"] == ok["final_objective"].min()  # diverged runs are never "best"
+        assert row["target_em"] == max(row["em_objective"], row["pgd_objective"])
+        assert row["ratio_pgd_over_em"] == pytest.approx(row["pgd_time"] / row["em_time"])
+        assert row["ratio_at_equal_objective_em"] == pytest.approx(
+            row["pgd_time_at_target_em"] / row["em_time_at_target"])
+        # each time at the target is at most that run's time to converge
+        assert row["em_time_at_target"] <= row["em_time"] * (1 + 1e-12)
+        assert row["pgd_time_at_target_sq"] <= row["pgd_time"] * (1 + 1e-12)
+    assert s[s["K"] == 5]["pgd_step"].iloc[0] != 1e4
+
+
+def test_save_table(tmp_path, small_table):
+    p = save_table(small_table, tmp_path / "sub" / "table1.csv")
+    back = pd.read_csv(p)
+    assert "objective" not in back.columns and len(back) == len(small_table)
+
+
+def test_time_per_iteration_scaling():
+    df = time_per_iteration_scaling(Ms=(50, 200), Ks=(2, 7), n_iter=2, repeats=1, max_elements=1000)
+    assert set(zip(df["M"], df["K"])) == {(50, 2), (200, 2), (50, 7)}
+    assert (df["time_per_iter"] > 0).all()
+    assert np.allclose(df["lam"], 100.0 / df["M"])
+
+
+@pytest.mark.parametrize("lam", [0.5, 5.0, 200.0])
+def test_figure3_data(lam):
+    d = figure3_data(K=6, lam=lam, seed=1)
+    x, sy = d["x"], d["sum_y"]
+    assert d["left"] < x[0] < x[-1] == pytest.approx(d["right"])
+    assert np.all(np.diff(sy) < 0)  # decreasing
+    # convex: slopes increase
+    slopes = np.diff(sy) / np.diff(x)
+    assert np.all(np.diff(slopes) > -1e-9 * np.abs(slopes[:-1]))
+    assert sy[0] > 1 >= sy[-1]
+    # Lemma 1: l lies strictly inside and left of the root; the root solves eq. (17)
+    assert d["left"] < d["lemma1_l"] <= d["root"] <= d["right"]
+    c = 1 + d["w"].sum()
+    assert (d["w"] / (c - d["sigma"] / d["root"])).sum() == pytest.approx(1.0, abs=1e-12)
+    assert (d["w"] / (c - d["sigma"] / d["lemma1_l"])).sum() >= 1.0
+    np.testing.assert_allclose(d["y_star"], d["w"] / (c - d["sigma"] / d["root"]), rtol=1e-10)
