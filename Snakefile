@@ -16,7 +16,7 @@ min_version("9.0")
 # deep-merged into it (a demo must not inherit the paper's datasets).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

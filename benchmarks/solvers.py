@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                     steps=steps, device=args.device, **cfg)
         lam_eff = df["lam"].iloc[0]
         print(f"\n## Table 1, lam_scale={lam_scale}: objective mean_i H2 + {lam_eff:g} KL(u || ybar)")
-        print(f"## PGD steps (on the gradient of M x objective): "
+        print("## PGD steps (on the gradient of M x objective): "
               + "; ".join(f"K={K}: {', '.join(f'{s:g}' for s in steps[K])}" for K in (2, 20, 200)))
         print(_fmt(df[COLUMNS]))
         best = df.groupby("K")[["best_objective", "best_lower_bound"]].first()

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -22,3 +23,14 @@ def snakemake(*args, cwd, check=False, timeout=1200):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # The tests run many ops on small tensors, where torch's thread pool only adds overhead
+    # (and long stalls on a loaded 2-core machine). Session scope: module-scoped fixtures
+    # then compute with the same thread count as the tests that compare against them.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -351,12 +351,7 @@ def test_predict_before_fit_and_wrong_width(blobs):
 # clustering quality with the defaults (the paper's budget: 50 epochs, batch 250, lr 0.1)
 # ----------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("method", [
-    "mi_gd", "mi_adm", "sela", "cce_plus",
-    pytest.param("cce", marks=pytest.mark.xfail(
-        strict=True, reason="known bug: the PGD y-step of cce (step=1.0 against lam=100) overshoots, so ybar "
-                            "empties a class, and proj_simplex raises IndexError on float32 inputs above 2**24")),
-])
+@pytest.mark.parametrize("method", ["mi_gd", "mi_adm", "sela", "cce", "cce_plus"])
 def test_recovers_well_separated_blobs(method, seed):
     X, y = make_blobs(240, centers=3, n_features=5, random_state=seed)
     clf = SelfLabelingClassifier(3, method=method, random_state=seed).fit(X)

@@ -25,14 +25,6 @@ from cce.losses import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These tests run many ops on small tensors, where torch's thread pool only adds overhead
-    # (and on a loaded 2-core machine, long stalls); restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rand_simplex(M, K, seed, zeros=0.0, dtype=F64):

@@ -27,14 +27,6 @@ from cce.pseudolabels import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These tests run many ops on small tensors, where torch's thread pool only adds overhead
-    # (and on a loaded 2-core machine, long stalls); restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 seeds = st.integers(0, 2**31 - 1)
 
 

@@ -21,14 +21,6 @@ from cce.solver_comparison import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These tests run many ops on small tensors, where torch's thread pool only adds overhead
-    # (and on a loaded 2-core machine, long stalls); restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_random_sigma_and_lam_readings():

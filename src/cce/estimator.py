@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import re
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from . import data
 from .io import write_npz_atomic
+from .provenance import library_versions
 
 EXTRACTORS = ("pixels", "resnet50")
 RESNET50_WEIGHTS = "IMAGENET1K_V1"
@@ -52,25 +52,6 @@ def array_checksum(X: np.ndarray) -> str:
     h.update(str(X.shape).encode())
     h.update(np.ascontiguousarray(X).tobytes())
     return h.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    import scipy
-    import sklearn
-    import torch
-    import torchvision
-
-    from . import __version__
-
-    return {
-        "cce": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-    }
 
 
 def pixels(images: np.ndarray, pixel_max: float = 255.0) -> np.ndarray:

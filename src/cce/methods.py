@@ -221,9 +221,13 @@ register(Method(
 register(Method(
     "cce_plus", "Our",
     "L_CCE+ (eq. 11, KL(u || ybar)), the paper's method: y on every batch by the EM of Section 4 from "
-    "a warm start at the predictions (Algorithm 1); head trained by collision cross-entropy.",
-    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "tol": 1e-6, "max_iter": 50,
-              "acceleration": None},
+    "a warm start at the predictions (Algorithm 1); head trained by collision cross-entropy. "
+    "Algorithm 1 runs EM until convergence; with lam = 100 in the objective as written, plain EM "
+    "needs thousands of iterations per batch (Table 1, lam_scale mean) and a cap of 50 leaves y "
+    "far from the optimum (digits: accuracy 0.52 capped vs 0.70 converged), so the default is "
+    "the accelerated EM (acceleration='squarem'), which minimizes the same objective.",
+    defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "tol": 1e-6, "max_iter": 200,
+              "acceleration": "squarem"},
     label_scope="batch", label_solver=_labels_em, loss=_mean_collision, objective=_objective_cce_plus,
 ))
 

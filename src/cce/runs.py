@@ -11,32 +11,19 @@ import datetime as _dt
 import json
 import platform
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .features import library_versions, load_features
+from .features import load_features
 from .io import write_json_atomic
 from .methods import get_method
 from .metrics import clustering_scores
+from .provenance import git_commit, library_versions
 
 RECORD_VERSION = 1
-
-
-def git_commit(path: Path | str | None = None) -> str | None:
-    """The commit of the code that made a record, with ``-dirty`` for uncommitted changes."""
-    cwd = Path(path or __file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
 
 
 def seed_everything(seed: int) -> None:
