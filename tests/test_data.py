@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cce import data
+from cce import data, fetch
 from data_fixtures import (
     FileServer,
     closed_port_url,
@@ -196,8 +196,8 @@ def test_mirrors_tried_in_order_and_dead_host_skipped(tmp_path, server, monkeypa
     empty = server.add("empty", {})  # answers 404 for everything
     good = server.add("good", files)
     attempts = []
-    real_download = data.download_file
-    monkeypatch.setattr(data, "download_file", lambda url, *a, **kw: attempts.append(url) or real_download(url, *a, **kw))
+    real_download = fetch.download_file
+    monkeypatch.setattr(fetch, "download_file", lambda url, *a, **kw: attempts.append(url) or real_download(url, *a, **kw))
     manifest = json.loads(data.prepare("mnist", tmp_path, mirrors=[dead, empty, good]).read_text())
     assert all(f["origin"].startswith(good) for f in manifest["files"])
     # A host that did not answer is asked once, not once per file.

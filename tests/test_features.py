@@ -52,6 +52,43 @@ def test_resnet50_batch_size_invariant(images, reference):
     np.testing.assert_allclose(X3, X64, rtol=0, atol=1e-4 * scale)
 
 
+def test_resnet50_equals_unmodified_torchvision_model(images, reference, monkeypatch):
+    # The extractor folds BatchNorm into the convolutions and runs channels_last: the same
+    # function as torchvision's model with fc removed, up to float rounding.
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet50(weights=None)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    # Random weights give BatchNorm running stats of 0 / 1: perturb them so folding is tested.
+    gen = torch.Generator().manual_seed(1)
+    stats = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            stats[name] = (m.running_mean.clone(), m.running_var.clone())
+    with torch.inference_mode():
+        expected = model(features.preprocess(images).contiguous()).numpy()
+
+    def perturbed(*a, **kw):
+        m = original(*a, **kw)
+        for name, bn in m.named_modules():
+            if name in stats:
+                bn.running_mean.copy_(stats[name][0])
+                bn.running_var.copy_(stats[name][1])
+        return m
+
+    original = features.resnet50_model
+    monkeypatch.setattr(features, "resnet50_model", perturbed)
+    X, _ = run(images, batch_size=2)
+    np.testing.assert_allclose(X, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    X_default_stats, _ = reference
+    assert np.abs(X - X_default_stats).max() > 1e-2 * np.abs(expected).max()  # the stats did matter
+
+
 def test_resnet50_grey_equals_repeated_rgb(images):
     grey = images[..., 0]
     Xg, _ = run(grey)

