@@ -35,11 +35,8 @@ def load_images(n: int) -> tuple[np.ndarray, str]:
 
 
 def plain_loop(images: np.ndarray, batch_size: int, device: str, image_size: int) -> np.ndarray:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the same random weights as features.resnet50(weights=None, seed=0)
-        model = torchvision.models.resnet50(weights=None)
-    model.fc = torch.nn.Identity()
-    model = model.eval().to(device)
+    # torchvision's model as it comes (fc = identity), with the weights features.resnet50(weights=None, seed=0) uses
+    model = features.resnet50_model(None, seed=0).to(device)
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):

@@ -13,6 +13,7 @@ import socket
 import struct
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -237,6 +238,15 @@ class FileServer:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative name -> content) under ``directory``; return it."""
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return directory
 
 
 def closed_port_url() -> str:

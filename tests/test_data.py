@@ -20,6 +20,7 @@ from data_fixtures import (
     md5_of,
     spec_for,
     tarball,
+    write_files,
 )
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -216,14 +217,21 @@ def test_second_run_reuses_verified_files(tmp_path, server, monkeypatch):
     assert {f["origin"] for f in manifest["files"]} == {"raw"}
 
 
-def test_corrupted_raw_file_is_fetched_again(tmp_path, server, monkeypatch):
+def test_corrupted_member_is_restored_from_kept_archive(tmp_path, server, monkeypatch):
     files, *_ = use_fake(monkeypatch, "cifar10")
     base = server.add("c", files)
-    data.prepare("cifar10", tmp_path, mirrors=[base])
+    first = json.loads(data.prepare("cifar10", tmp_path, mirrors=[base]).read_text())["files"]
+    n_requests = len(server.requests)
     member = tmp_path / "cifar10" / "raw" / "cifar-10-batches-py" / "data_batch_3"
     member.write_bytes(member.read_bytes()[:-1] + b"x")
-    data.prepare("cifar10", tmp_path, mirrors=[base])
+    second = json.loads(data.prepare("cifar10", tmp_path, mirrors=[base]).read_text())["files"]
     assert md5_of(member.read_bytes()) == data.get_spec("cifar10").files[0].members[2].md5
+    assert len(server.requests) == n_requests  # re-extracted from raw/, not downloaded again
+    # The same files with the same content on every run, the archive included.
+    assert {f["name"]: f["sha256"] for f in second} == {f["name"]: f["sha256"] for f in first}
+    third = json.loads(data.prepare("cifar10", tmp_path, mirrors=[base]).read_text())["files"]
+    assert {f["name"]: f["sha256"] for f in third} == {f["name"]: f["sha256"] for f in first}
+    assert {f["origin"] for f in third} == {"raw"}
 
 
 # ---------------------------------------------------------------------------
@@ -344,13 +352,9 @@ def test_download_disabled(tmp_path, server, monkeypatch):
 
 def test_local_dir_plain_and_torchvision_layout(tmp_path, monkeypatch):
     files, _, images, _, _ = use_fake(monkeypatch, "mnist")
-    plain = tmp_path / "plain"
+    plain = write_files(tmp_path / "plain", files)
     torchvision_root = tmp_path / "tv"
-    (torchvision_root / "MNIST" / "raw").mkdir(parents=True)
-    plain.mkdir()
-    for name, content in files.items():
-        (plain / name).write_bytes(content)
-        (torchvision_root / "MNIST" / "raw" / name).write_bytes(content)
+    write_files(torchvision_root / "MNIST" / "raw", files)
     for i, local in enumerate((plain, torchvision_root)):
         root = tmp_path / f"root{i}"
         manifest = json.loads(data.prepare("mnist", root, local_dir=local, download=False).read_text())
@@ -361,10 +365,7 @@ def test_local_dir_plain_and_torchvision_layout(tmp_path, monkeypatch):
 def test_local_dir_with_extracted_archive(tmp_path, monkeypatch):
     """A torchvision root holding cifar-10-batches-py/ but no tarball is enough."""
     _, members, images, _, _ = use_fake(monkeypatch, "cifar10")
-    local = tmp_path / "tv"
-    for name, content in members.items():
-        (local / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / name).write_bytes(content)
+    local = write_files(tmp_path / "tv", members)
     data.prepare("cifar10", tmp_path / "root", local_dir=local, download=False)
     assert not (tmp_path / "root" / "cifar10" / "raw" / "cifar-10-python.tar.gz").exists()
     np.testing.assert_array_equal(data.load("cifar10", tmp_path / "root")[0], images)
@@ -382,10 +383,7 @@ def test_local_dir_missing_or_not_a_directory(tmp_path):
 
 def test_local_dir_with_corrupt_file(tmp_path, monkeypatch):
     files, *_ = use_fake(monkeypatch, "mnist")
-    local = tmp_path / "local"
-    local.mkdir()
-    for name, content in files.items():
-        (local / name).write_bytes(content)
+    local = write_files(tmp_path / "local", files)
     (local / "train-labels-idx1-ubyte.gz").write_bytes(b"not the file")
     with pytest.raises(data.DataVerificationError) as err:
         data.prepare("mnist", tmp_path / "root", local_dir=local, download=False)
@@ -403,10 +401,7 @@ def _chmod_blocks_reads(path: Path) -> bool:
 
 def test_local_dir_unreadable(tmp_path, monkeypatch):
     files, *_ = use_fake(monkeypatch, "mnist")
-    local = tmp_path / "local"
-    local.mkdir()
-    for name, content in files.items():
-        (local / name).write_bytes(content)
+    local = write_files(tmp_path / "local", files)
     victim = local / "t10k-images-idx3-ubyte.gz"
     victim.chmod(0)
     try:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cce import data, features
-from data_fixtures import fake_mnist, spec_for
+from cce import data, features, fetch
+from data_fixtures import fake_mnist, spec_for, write_files
 
 
 class Payload:
@@ -149,7 +149,7 @@ def test_weights_offline_message(tmp_path, monkeypatch):
     def offline(url, dest, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(features.data, "download_file", offline)
+    monkeypatch.setattr(features.fetch, "download_file", offline)
     with pytest.raises(data.DataUnavailableError, match="Temporary failure in name resolution") as err:
         features.resnet50_model("IMAGENET1K_V2")
     assert f"put the file resnet50-11ad3fa6.pth in {checkpoints}" in str(err.value)
@@ -160,9 +160,9 @@ def test_weights_download_verified_before_it_lands(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     bogus = tmp_path / "bogus.pth"
     torch.save({"w": torch.zeros(2)}, bogus)
-    real_download = features.data.download_file
+    real_download = features.fetch.download_file
     monkeypatch.setattr(
-        features.data, "download_file", lambda url, dest, *a, **kw: real_download(bogus.as_uri(), dest, *a, **kw)
+        features.fetch, "download_file", lambda url, dest, *a, **kw: real_download(bogus.as_uri(), dest, *a, **kw)
     )
     with pytest.raises(features.WeightsUnavailableError, match="SHA-256 does not start with 0676ba61"):
         features.resnet50_model("IMAGENET1K_V1")
@@ -181,7 +181,7 @@ def test_cached_weights_with_wrong_hash(tmp_path, monkeypatch):
 def test_load_checkpoint_weights_only(tmp_path):
     good = tmp_path / "good.pth"
     torch.save(torch.nn.Linear(3, 2).state_dict(), good)
-    prefix = data.sha256(good)[:8]
+    prefix = fetch.sha256(good)[:8]
     state = features.load_checkpoint(good, prefix)
     assert set(state) == {"weight", "bias"}
 
@@ -199,10 +199,7 @@ def test_load_checkpoint_weights_only(tmp_path):
 def tiny_mnist(tmp_path, monkeypatch):
     files, images, labels, sizes = fake_mnist()
     monkeypatch.setitem(data.DATASETS, "mnist", spec_for("mnist", files, {}, sizes))
-    local = tmp_path / "local"
-    local.mkdir()
-    for name, content in files.items():
-        (local / name).write_bytes(content)
+    local = write_files(tmp_path / "local", files)
     data.prepare("mnist", tmp_path / "data", local_dir=local, download=False)
     return tmp_path / "data", images, labels
 

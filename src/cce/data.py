@@ -44,17 +44,15 @@ from .fetch import (
     DataVerificationError,
     Fetcher,
     SourceFile,
-    download_file,
-    sha256,
     verify_file,
 )
-from .formats import read_cifar_batch, read_idx
+from .formats import read_idx
 from .io import write_json_atomic
 
 __all__ = [
     "DATASETS", "MANIFEST", "MIRROR_ENV", "SPLITS", "DataUnavailableError", "DataVerificationError",
-    "DatasetSpec", "SourceFile", "dataset_dir", "download_file", "get_spec", "is_prepared", "load",
-    "prepare", "read_cifar_batch", "read_idx", "register", "sha256", "verify_file",
+    "DatasetSpec", "SourceFile", "dataset_dir", "get_spec", "is_prepared", "load", "prepare", "read_idx",
+    "register", "verify_file",
 ]
 
 MANIFEST = "manifest.json"

@@ -23,14 +23,13 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import data
+from . import data, fetch
 from .io import write_npz_atomic
 from .provenance import library_versions
 
@@ -87,8 +86,8 @@ def weights_path(weights) -> Path:
 
 
 def _check_prefix(path: Path, sha256_prefix: str | None, name: str) -> None:
-    if sha256_prefix is not None and not data.sha256(path).startswith(sha256_prefix):
-        raise data.DataVerificationError(f"{name}: SHA-256 does not start with {sha256_prefix} as its file name promises")
+    if sha256_prefix is not None and not fetch.sha256(path).startswith(sha256_prefix):
+        raise fetch.DataVerificationError(f"{name}: SHA-256 does not start with {sha256_prefix} as its file name promises")
 
 
 def load_checkpoint(path: Path | str, sha256_prefix: str | None = None) -> dict:
@@ -98,8 +97,8 @@ def load_checkpoint(path: Path | str, sha256_prefix: str | None = None) -> dict:
     path = Path(path)
     try:
         _check_prefix(path, sha256_prefix, str(path))
-    except data.DataVerificationError as err:
-        raise data.DataVerificationError(f"{err}; delete it and run again") from None
+    except fetch.DataVerificationError as err:
+        raise fetch.DataVerificationError(f"{err}; delete it and run again") from None
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -116,14 +115,18 @@ def resnet50_model(weights=RESNET50_WEIGHTS, download: bool = True, seed: int = 
         torch.manual_seed(seed)
         model = torchvision.models.resnet50(weights=None)
     if w is not None:
+        import torch.hub
+
         path = weights_path(w)
-        match = re.search(r"-([a-f0-9]{6,})\.", path.name)  # torchvision names files <arch>-<sha256 prefix>.pth
+        match = torch.hub.HASH_REGEX.search(path.name)  # torchvision names files <arch>-<sha256 prefix>.pth
         prefix = match.group(1) if match else None
+        checked = False  # a download is checked before it lands; a cached file when loaded
         if not path.is_file():
             reason = "download disabled"
             if download:
                 try:
-                    data.download_file(w.url, path, verify=lambda tmp: _check_prefix(tmp, prefix, path.name))
+                    fetch.download_file(w.url, path, verify=lambda tmp: _check_prefix(tmp, prefix, path.name))
+                    checked = True
                 except Exception as err:  # any failure ends in the one message below
                     reason = f"{type(err).__name__}: {err}"
             if not path.is_file():
@@ -132,7 +135,7 @@ def resnet50_model(weights=RESNET50_WEIGHTS, download: bool = True, seed: int = 
                     f"Download {w.url}\nand put the file {path.name} in {path.parent} "
                     f"(that is $TORCH_HOME/hub/checkpoints; set TORCH_HOME to use another cache)."
                 )
-        model.load_state_dict(load_checkpoint(path, prefix))
+        model.load_state_dict(load_checkpoint(path, None if checked else prefix))
     model.fc = torch.nn.Identity()
     return model.eval()
 

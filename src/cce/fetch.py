@@ -48,54 +48,48 @@ class SourceFile:
     ``md5`` is the checksum of the file as served (torchvision's list);
     ``content_sha256`` is that of its decompressed content, for sources that
     recompress (Debian's Fashion-MNIST .gz files differ in MD5, not in content).
-    A file passes verification when either checksum matches. ``url`` overrides
-    the URL built from the dataset's mirrors. An archive lists in ``members``
+    A file passes verification when either checksum matches. An archive lists in ``members``
     the files extracted from it (paths under ``raw/``, with their own MD5s).
     """
 
     name: str
-    url: str | None = None
     md5: str | None = None
     content_sha256: str | None = None
     members: tuple["SourceFile", ...] = ()
 
 
 
-def _digest(path: Path, algorithm: str, decompress: bool = False) -> str:
-    h = hashlib.new(algorithm)
-    opener = gzip.open if decompress else open
-    with opener(path, "rb") as f:
+def _digests(path: Path, algorithms: tuple[str, ...], decompress: bool = False) -> list[str]:
+    """Hex digests of ``path`` for each algorithm, in one read."""
+    hashes = [hashlib.new(a) for a in algorithms]
+    with (gzip.open if decompress else open)(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            for h in hashes:
+                h.update(chunk)
+    return [h.hexdigest() for h in hashes]
 
 
 def sha256(path: Path) -> str:
-    return _digest(path, "sha256")
+    return _digests(path, ("sha256",))[0]
 
 
-def md5(path: Path) -> str:
-    return _digest(path, "md5")
+def verify_file(path: Path, source: SourceFile) -> str:
+    """Return the SHA-256 of ``path``; raise :class:`DataVerificationError` unless it holds ``source``'s content.
 
-
-def verify_file(path: Path, source: SourceFile) -> None:
-    """Raise :class:`DataVerificationError` unless ``path`` holds ``source``'s content.
-
-    Whether to decompress for ``content_sha256`` follows ``source.name``, so a
-    temporary file can be verified before it gets its final name.
+    MD5 and SHA-256 come from one read. Whether to decompress for ``content_sha256``
+    follows ``source.name``, so a temporary file can be verified before it gets its
+    final name.
     """
-    if source.md5 is None and source.content_sha256 is None:
-        return
-    got = md5(path)
-    if got == source.md5:
-        return
+    got, digest = _digests(path, ("md5", "sha256"))
+    if (source.md5 is None and source.content_sha256 is None) or got == source.md5:
+        return digest
     if source.content_sha256 is not None:
         try:
-            content = _digest(path, "sha256", decompress=source.name.endswith(".gz"))
+            content = _digests(path, ("sha256",), decompress=source.name.endswith(".gz"))[0]
         except (OSError, EOFError, zlib.error) as err:
             raise DataVerificationError(f"{source.name}: cannot be decompressed ({err})") from err
         if content == source.content_sha256:
-            return
+            return digest
     expected = " or ".join(
         s for s in (source.md5 and f"md5 {source.md5}", source.content_sha256 and f"content sha256 {source.content_sha256}") if s
     )
@@ -104,10 +98,10 @@ def verify_file(path: Path, source: SourceFile) -> None:
     )
 
 
-def _copy_verified(src: Path, dest: Path, source: SourceFile) -> None:
+def _copy_verified(src: Path, dest: Path, source: SourceFile) -> str:
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-        verify_file(tmp, source)
+        return verify_file(tmp, source)
 
 
 def _progress(total: int | None, desc: str):
@@ -164,14 +158,14 @@ def _missing_message(spec, raw: Path, tried: list[str], why: str = "could not be
     return "\n".join(lines)
 
 
-def _mirror_urls(spec, mirrors: Iterable[str] | None) -> tuple[list[str], bool]:
-    """Base URLs (with a trailing slash) and whether they are an override."""
+def _mirror_urls(spec, mirrors: Iterable[str] | None) -> list[str]:
+    """Base URLs, each ending in a slash: ``mirrors``, else ``$CCE_DATA_MIRROR``, else the spec's."""
     if mirrors is not None:
-        return [m.rstrip("/") + "/" for m in mirrors], True
+        return [m.rstrip("/") + "/" for m in mirrors]
     env = os.environ.get(MIRROR_ENV, "").split()
     if env:
-        return [m.rstrip("/") + f"/{spec.name}/" for m in env], True
-    return list(spec.mirrors), False
+        return [m.rstrip("/") + f"/{spec.name}/" for m in env]
+    return list(spec.mirrors)
 
 
 
@@ -183,7 +177,8 @@ class Fetcher:
         self.dirs: list[Path] = []
         for base in ([local_dir] if local_dir is not None else []) + [Path(d) for d in spec.system_dirs]:
             self.dirs += [base] + [base / sub for sub in spec.local_subdirs]
-        self.bases, self.overridden = _mirror_urls(spec, mirrors)
+        self.bases = _mirror_urls(spec, mirrors)
+        self.sha256: dict[str, str] = {}  # name under raw/ -> SHA-256, from its verification
         self.dead_hosts: set[str] = set()
         self.tried: list[str] = []
         self.bad_checksum = False
@@ -193,7 +188,7 @@ class Fetcher:
         if not dest.is_file():
             return False
         try:
-            verify_file(dest, source)
+            self.sha256[source.name] = verify_file(dest, source)
             return True
         except DataVerificationError as err:
             self.tried.append(f"removed {dest}: {err}")
@@ -207,7 +202,7 @@ class Fetcher:
             if not src.is_file():
                 continue
             try:
-                _copy_verified(src, dest, source)
+                self.sha256[source.name] = _copy_verified(src, dest, source)
                 return str(src)
             except PermissionError as err:
                 raise DataUnavailableError(
@@ -218,22 +213,17 @@ class Fetcher:
                 self.tried.append(f"{src}: {err}")
         return None
 
-    def _urls(self, source: SourceFile) -> list[str]:
-        if source.url is not None and not self.overridden:
-            return [source.url]
-        return [base + source.name for base in self.bases]
-
     def _from_network(self, source: SourceFile) -> str | None:
         if not self.download:
             self.tried.append(f"download of {source.name}: disabled (download=False / --no-download)")
             return None
-        for url in self._urls(source):
+        for url in [base + source.name for base in self.bases]:
             host = urllib.parse.urlsplit(url).netloc
             if host in self.dead_hosts:
                 self.tried.append(f"{url}: skipped, {host} was unreachable")
                 continue
             try:
-                download_file(url, self.raw / source.name, self.timeout, lambda tmp: verify_file(tmp, source))
+                download_file(url, self.raw / source.name, self.timeout, lambda tmp: self._verified(tmp, source))
                 return url
             except DataVerificationError as err:
                 self.bad_checksum = True
@@ -255,14 +245,21 @@ class Fetcher:
             raise DataVerificationError(_missing_message(self.spec, self.raw, self.tried, "no copy found passed verification"))
         raise DataUnavailableError(_missing_message(self.spec, self.raw, self.tried))
 
+    def _verified(self, path: Path, source: SourceFile) -> None:
+        self.sha256[source.name] = verify_file(path, source)
+
+    def _record(self, source: SourceFile, origin: str) -> dict:
+        path = self.raw / source.name
+        return {"name": source.name, "sha256": self.sha256[source.name], "bytes": path.stat().st_size, "origin": origin}
+
     def file(self, source: SourceFile) -> dict:
-        dest = self.raw / source.name
         origin = "raw" if self._existing(source) else (self._from_dirs(source) or self._from_network(source))
         if origin is None:
             self._fail()
-        return {"name": source.name, "sha256": sha256(dest), "bytes": dest.stat().st_size, "origin": origin}
+        return self._record(source, origin)
 
     def archive(self, source: SourceFile) -> list[dict]:
+        """Records of the archive (when in raw/) and of its members, extracting those missing."""
         members = source.members
         done = {m.name: "raw" for m in members if self._existing(m)}
         for m in members:
@@ -270,17 +267,16 @@ class Fetcher:
                 origin = self._from_dirs(m)
                 if origin is not None:
                     done[m.name] = origin
-        if len(done) < len(members):
-            record = self.file(source)
-            self._extract(source, [m for m in members if m.name not in done])
-            done.update({m.name: source.name for m in members if m.name not in done})
-            records = [record]
+        missing = [m for m in members if m.name not in done]
+        if missing:
+            records = [self.file(source)]
+            self._extract(source, missing)
+            done.update(dict.fromkeys((m.name for m in missing), source.name))
+        elif self._existing(source):  # kept from an earlier run: listed as on that run
+            records = [self._record(source, "raw")]
         else:
             records = []
-        for m in members:
-            path = self.raw / m.name
-            records.append({"name": m.name, "sha256": sha256(path), "bytes": path.stat().st_size, "origin": done[m.name]})
-        return records
+        return records + [self._record(m, done[m.name]) for m in members]
 
     def _extract(self, source: SourceFile, wanted: list[SourceFile]) -> None:
         """Stream the wanted members out of the archive; each gets its name only once verified."""
@@ -295,7 +291,7 @@ class Fetcher:
                     with atomic_path(self.raw / m.name) as tmp:
                         with tar.extractfile(info) as src, open(tmp, "wb") as out:
                             shutil.copyfileobj(src, out, 1 << 20)
-                        verify_file(tmp, m)
+                        self._verified(tmp, m)
                     del todo[m.name]
                     if not todo:
                         break  # the rest of the archive (STL-10's unlabeled split) is not needed
