@@ -23,8 +23,7 @@ import torch
 from cce.solver_comparison import (
     default_steps,
     save_table,
-    speedup_summary,
-    table1,
+    table1_readings,
     time_per_iteration_scaling,
 )
 
@@ -63,10 +62,12 @@ def main(argv=None) -> int:
           f"for all: |dF| <= 1e-7 |F|, max_iter {cfg['max_iter']}; medians of {cfg['repeats']} repeats "
           f"(fewer when a run exceeds {cfg['max_time']} s)")
     summaries = {}
+    tables, sums = table1_readings(("batch", "mean"), M=M, grid_decades=grid, Ks=(2, 20, 200), lam=lam,
+                                   seed=args.seed, tol=1e-7, device=args.device, **cfg)
     for lam_scale in ("batch", "mean"):
-        steps = default_steps(lam_scale, M, grid_decades=grid)
-        df = table1(Ks=(2, 20, 200), M=M, lam=lam, lam_scale=lam_scale, seed=args.seed, tol=1e-7,
-                    steps=steps, device=args.device, **cfg)
+        steps = default_steps(lam_scale, M, grid_decades=grid)  # the steps table1_readings used
+        df = tables[tables["lam_scale"] == lam_scale].drop(columns="lam_scale").reset_index(drop=True)
+        s = sums[sums["lam_scale"] == lam_scale].drop(columns="lam_scale").reset_index(drop=True)
         lam_eff = df["lam"].iloc[0]
         print(f"\n## Table 1, lam_scale={lam_scale}: objective mean_i H2 + {lam_eff:g} KL(u || ybar)")
         print("## PGD steps (on the gradient of M x objective): "
@@ -76,7 +77,6 @@ def main(argv=None) -> int:
         best["certified_gap"] = (best["best_objective"] - best["best_lower_bound"]) / best["best_objective"]
         print("## best objective found per K and its dual lower bound")
         print(_fmt(best.reset_index()))
-        s = speedup_summary(df)
         summaries[lam_scale] = s
         print("## EM vs best PGD (lowest final objective among non-diverged steps); times in s")
         print(_fmt(s[["K", "pgd_step", "pgd_time", "pgd_iterations", "pgd_objective", "em_time", "em_iterations",

@@ -40,6 +40,12 @@ seeds = st.integers(0, 2**31 - 1)
 dims = st.integers(1, 12)
 
 
+def h2_reference(p, q):
+    """-ln(p_i . q_i) per row, in plain float64 numpy / Python (independent of cce.losses)."""
+    dots = [float(np.dot(a, b)) for a, b in zip(p.numpy(), q.numpy())]
+    return np.array([-math.log(d) if d > 0 else math.inf for d in dots])
+
+
 def test_entropies_closed_forms():
     u = torch.full((4,), 0.25, dtype=F64)
     assert float(entropy(u)) == pytest.approx(math.log(4), rel=1e-15)
@@ -60,6 +66,10 @@ def test_h2_equals_h_for_one_hot(seed, K):
     y = torch.nn.functional.one_hot(labels, K).to(F64)
     torch.testing.assert_close(collision_cross_entropy(y, sigma), shannon_cross_entropy(y, sigma), rtol=1e-14, atol=0)
     torch.testing.assert_close(collision_cross_entropy(y, y), collision_entropy(y))
+    # independent values: H2(e_c, sigma) = -ln sigma_c, and H2(e_c, e_c) = 0
+    ref = [-math.log(float(sigma[i, c])) for i, c in enumerate(labels.tolist())]
+    np.testing.assert_allclose(collision_cross_entropy(y, sigma).numpy(), ref, rtol=1e-14, atol=0)
+    assert torch.equal(collision_cross_entropy(y, y), torch.zeros(5, dtype=F64))
 
 
 @settings(max_examples=100, deadline=None)
@@ -76,6 +86,14 @@ def test_h2_symmetric_and_cosine_identity(seed, K, zeros):
     # H2(p, q) >= (H2(p) + H2(q)) / 2 with equality iff p = q
     assert bool((h[ok] >= (collision_entropy(p) + collision_entropy(q))[ok] / 2 - 1e-12).all())
     torch.testing.assert_close(collision_cross_entropy(p, p), collision_entropy(p))
+    # independent of the product's commutativity: both orders against -ln(p . q) in numpy
+    ref = h2_reference(p, q)
+    np.testing.assert_allclose(h.numpy(), ref, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(collision_cross_entropy(q, p).numpy(), ref, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(collision_cross_entropy(p, p).numpy(), h2_reference(p, p), rtol=1e-13, atol=1e-14)
+    # ... and strictly greater where p != q
+    differ = ok & (p != q).any(1)
+    assert bool((h[differ] > (collision_entropy(p) + collision_entropy(q))[differ] / 2).all())
 
 
 def test_gradient_zero_for_uniform_y():
@@ -155,6 +173,18 @@ def test_module_equals_cross_entropy_on_hard_targets():
         ours = CollisionCrossEntropyLoss(ignore_index=3)(logits, target.clamp_min(0))
         ref = torch.nn.CrossEntropyLoss(ignore_index=3)(logits, target.clamp_min(0))
         assert torch.equal(ours, ref)
+        # the collision formula itself (soft path), not only the dispatch to F.cross_entropy:
+        # one-hot float targets (no ignored entries) give the cross-entropy of the hard targets
+        hard = target.clamp_min(0)
+        soft = torch.nn.functional.one_hot(hard, 7).to(dtype)
+        tol = dict(rtol=1e-14, atol=1e-14) if dtype == F64 else dict(rtol=1e-5, atol=1e-5)
+        for reduction in ("mean", "sum", "none"):
+            ours = CollisionCrossEntropyLoss(reduction=reduction)(logits, soft)
+            ref = torch.nn.functional.cross_entropy(logits, hard, reduction=reduction)
+            torch.testing.assert_close(ours, ref, **tol)
+            g1 = torch.autograd.grad(ours.sum(), logits)[0]
+            g2 = torch.autograd.grad(ref.sum(), logits)[0]
+            torch.testing.assert_close(g1, g2, **tol)
     # (N, K, d) layout, hard and one-hot soft targets
     logits = torch.randn(4, 5, 3, dtype=F64)
     t = torch.randint(0, 5, (4, 3))

@@ -547,3 +547,8 @@ def test_mi_adm_lambda_zero_is_argmax():
     sigma = softmax_sigma(30, 4, 8)
     y, info = mi_adm(sigma, 0.0)
     assert torch.equal(y, torch.nn.functional.one_hot(sigma.argmax(1), 4).to(F64))
+    # a 3-way tie in float64 is split exactly (in sigma's dtype, not the default float32)
+    tied = torch.tensor([[0.3, 0.3, 0.3, 0.1]], dtype=F64)
+    y, _ = mi_adm(tied, 0.0)
+    assert y.dtype == F64
+    assert torch.equal(y, torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0.0]], dtype=F64))

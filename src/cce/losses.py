@@ -79,8 +79,8 @@ def mutual_information_loss(sigma: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------
 # Logit versions (log space, no epsilon)
 # ----------------------------------------------------------------------------
-def _masked_log(y: Tensor) -> Tensor:
-    # log with log 0 = -inf whose backward never forms 0 * inf.
+def safe_log(y: Tensor) -> Tensor:
+    """ln y with ln 0 = -inf whose backward never forms 0 * inf (shared with cce.pseudolabels)."""
     pos = y > 0
     return torch.where(pos, torch.log(torch.where(pos, y, torch.ones_like(y))), -torch.inf)
 
@@ -91,7 +91,7 @@ class _CollisionCEWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, logits):
         lse_l = torch.logsumexp(logits, -1, keepdim=True)
-        lse_ly = torch.logsumexp(logits + _masked_log(y), -1, keepdim=True)
+        lse_ly = torch.logsumexp(logits + safe_log(y), -1, keepdim=True)
         ctx.save_for_backward(y, logits, lse_l, lse_ly)
         return (lse_l - lse_ly).squeeze(-1)
 
@@ -102,7 +102,7 @@ class _CollisionCEWithLogits(torch.autograd.Function):
         grad_y = grad_l = None
         if ctx.needs_input_grad[1]:
             # d/dl_k = sigma_k - y_k sigma_k / (sigma . y)
-            q = torch.exp(logits + _masked_log(y) - lse_ly)
+            q = torch.exp(logits + safe_log(y) - lse_ly)
             grad_l = g * (torch.exp(logits - lse_l) - q)
         if ctx.needs_input_grad[0]:
             # d/dy_k = -sigma_k / (sigma . y), finite also where y_k = 0
@@ -219,6 +219,14 @@ def self_labeling_objective(
     if y.shape != sigma.shape or y.dim() != 2:
         raise ValueError(f"y and sigma must both be (M, K), got {tuple(y.shape)} and {tuple(sigma.shape)}")
     prior = check_prior(prior, y.shape[1], y)
+    return _objective_unchecked(y, sigma, lam, prior, fairness, cross_entropy)
+
+
+def _objective_unchecked(y: Tensor, sigma: Tensor, lam: float, prior: Tensor, fairness: str,
+                         cross_entropy: str) -> Tensor:
+    # The formula of self_labeling_objective without its validation (no device -> host syncs),
+    # for solver loops whose inputs were validated once on entry: y, sigma (M, K) of one dtype
+    # and device, prior (K,) a checked tensor of that dtype, known option strings.
     ce = collision_cross_entropy(y, sigma) if cross_entropy == "collision" else shannon_cross_entropy(y, sigma)
     obj = ce.mean()
     if lam != 0:

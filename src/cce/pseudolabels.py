@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from .losses import check_prior, self_labeling_objective
+from .losses import _objective_unchecked, check_prior, safe_log, self_labeling_objective
 
 __all__ = [
     "m_step",
@@ -54,13 +54,6 @@ def _check_sigma(sigma: Tensor, lam: float | None = None) -> Tensor:
     return sigma
 
 
-def _split_ties(mask: Tensor) -> Tensor:
-    # Uniform split of unit mass over the True entries of each row (the
-    # documented choice among the equally optimal splits over tied argmaxes).
-    m = mask.to(torch.get_default_dtype() if not mask.is_floating_point() else mask.dtype)
-    return m / m.sum(-1, keepdim=True)
-
-
 # ----------------------------------------------------------------------------
 # M-step, eq. (15)-(17) and Appendix C
 # ----------------------------------------------------------------------------
@@ -81,13 +74,12 @@ class _SigmaPrep:
         self.r_over_one_minus_r = torch.where(tied, zero, self.r / torch.where(tied, one, self.one_minus_r))
         self.inv_r = torch.where(self.r > 0, 1.0 / torch.where(self.r > 0, self.r, one), zero)
         self.ties_split = self.tied_f / self.tied_f.sum(-1, keepdim=True)
-        self.shape, self.dtype = sigma.shape, sigma.dtype
+        self.dtype = sigma.dtype
 
     def rows(self, sl: slice) -> "_SigmaPrep":
         out = object.__new__(_SigmaPrep)
         for k, v in self.__dict__.items():
             out.__dict__[k] = v[sl] if isinstance(v, Tensor) else v
-        out.shape = (out.r.shape[0], self.shape[1])
         return out
 
 
@@ -227,11 +219,8 @@ def em_map(y: Tensor, sigma: Tensor, lam: float, prior=None) -> Tensor:
 
 
 def _objective(y, sigma, lam, prior, fairness="reverse_kl"):
-    return float(self_labeling_objective(y, sigma, lam, prior, fairness, "collision"))
-
-
-def _safe_log(y: Tensor) -> Tensor:
-    return torch.where(y > 0, torch.log(torch.where(y > 0, y, torch.ones_like(y))), -torch.inf)
+    # Unchecked: called every iteration, on inputs that the solvers validate once on entry.
+    return float(_objective_unchecked(y, sigma, lam, prior, fairness, "collision"))
 
 
 def _iterate(G, F, y, tol, max_iter, acceleration, info):
@@ -392,10 +381,10 @@ def dual_bound(y: Tensor, sigma: Tensor, lam: float, prior=None, fairness: str =
         Q = lam + lam * float(torch.special.xlogy(prior, beta / lam).sum())
     else:
         big = torch.finfo(ybar.dtype).max / 4
-        beta = -lam * (_safe_log(ybar) - _safe_log(prior))
+        beta = -lam * (safe_log(ybar) - safe_log(prior))
         # classes with u_k = 0 must stay empty: beta_k -> -inf keeps them out of the max
         beta = torch.where(prior > 0, beta.clamp(max=big), torch.full_like(beta, -big))
-        Q = -lam * float(torch.logsumexp(torch.where(prior > 0, _safe_log(prior) - beta / lam, -torch.inf), 0))
+        Q = -lam * float(torch.logsumexp(torch.where(prior > 0, safe_log(prior) - beta / lam, -torch.inf), 0))
 
     def phi(log_alpha):
         return log_alpha - (log_alpha.exp()[:, None] * sigma + beta).amax(1)
@@ -502,10 +491,13 @@ def pgd(
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
     tiny = torch.finfo(sigma.dtype).tiny
     y = sigma.clone() if y0 is None else y0.to(dtype=sigma.dtype, device=sigma.device).clone()
-    info = {"objective": [_objective(y, sigma, lam, prior, fairness)], "converged": False, "diverged": False}
+    # the checked objective on entry also validates y0's shape; the loop uses the unchecked one
+    f0 = float(self_labeling_objective(y, sigma, lam, prior, fairness, "collision"))
+    info = {"objective": [f0], "converged": False, "diverged": False}
     backtracking = step == "armijo"
     if not backtracking and not (isinstance(step, (int, float)) and step > 0):
         raise ValueError(f"step must be a positive number or 'armijo', got {step!r}")
+    log_prior = torch.log(prior) if fairness == "kl" else None
     t = 1.0
     evaluations = 0
     it = 0
@@ -516,7 +508,7 @@ def pgd(
         if fairness == "reverse_kl":
             gf = -prior / ybar
         else:
-            gf = torch.log(ybar) - torch.log(prior) + 1.0
+            gf = torch.log(ybar) - log_prior + 1.0
         g = -sigma / s + lam * gf
         if backtracking:
             f = info["objective"][-1]
@@ -537,7 +529,8 @@ def pgd(
         else:
             y_new = proj_simplex(y - step * g)
             f_new = _objective(y_new, sigma, lam, prior, fairness)
-        if not (bool(torch.isfinite(y_new).all()) and math.isfinite(f_new)):
+        # a NaN or inf in y_new makes its row's cross-entropy, hence f_new, non-finite
+        if not math.isfinite(f_new):
             info["diverged"] = True  # too large a step: keep the last finite iterate
             it -= 1
             break
@@ -574,9 +567,9 @@ def sinkhorn(
     sigma = _check_sigma(sigma)
     M, K = sigma.shape
     prior = check_prior(prior, K, sigma)
-    logk = _safe_log(sigma) / epsilon
+    logk = safe_log(sigma) / epsilon
     loga = torch.full((M,), -math.log(M), dtype=sigma.dtype, device=sigma.device)
-    logb = _safe_log(prior)
+    logb = safe_log(prior)
     beta = torch.zeros(K, dtype=sigma.dtype, device=sigma.device)
     err = float("inf")
     it = 0
@@ -627,26 +620,29 @@ def mi_adm(
     prior = check_prior(prior, K, sigma)
     if acceleration not in (None, "none", "squarem"):
         raise ValueError(f"acceleration must be None or 'squarem', got {acceleration!r}")
-    logs = _safe_log(sigma)
-    logu = _safe_log(prior)
+    logs = safe_log(sigma)
+    logu = safe_log(prior)
 
     def F(z):
-        return float(self_labeling_objective(z, sigma, lam, prior, "kl", "shannon"))
+        return float(_objective_unchecked(z, sigma, lam, prior, "kl", "shannon"))
 
     if lam == 0:
-        y = _split_ties(sigma == sigma.amax(-1, keepdim=True)).to(sigma.dtype)
+        # argmax of sigma, unit mass split uniformly over tied argmaxes (computed in sigma's dtype)
+        t = (sigma == sigma.amax(-1, keepdim=True)).to(sigma.dtype)
+        y = t / t.sum(-1, keepdim=True)
         return y, {"iterations": 0, "objective": [F(y)], "converged": True, "dual_gap": 0.0}
     y = sigma.clone() if y0 is None else y0.to(dtype=sigma.dtype, device=sigma.device).clone()
     shift = logs / lam + logu
 
     def G(z):
-        logz = _safe_log(z)
+        logz = safe_log(z)
         logzbar = torch.logsumexp(logz, 0) - math.log(M)
         return torch.softmax(logz + shift - logzbar, -1)
 
-    info = {"objective": [F(y)], "converged": False}
+    # the checked objective on entry also validates y0's shape; the iterations use the unchecked F
+    info = {"objective": [float(self_labeling_objective(y, sigma, lam, prior, "kl", "shannon"))], "converged": False}
     y = _iterate(G, F, y, tol, max_iter, acceleration, info)
-    p = lam * (_safe_log(y.mean(0)) - logu)
+    p = lam * (safe_log(y.mean(0)) - logu)
     p = torch.where(torch.isfinite(p), p, torch.full_like(p, torch.finfo(p.dtype).max / 4))
     dual = (p - logs).amin(1).mean() - lam * torch.logsumexp(logu + p / lam, 0)
     info["dual_gap"] = info["objective"][-1] - float(dual)

@@ -23,6 +23,7 @@ import torch
 
 from .losses import check_prior
 from .pseudolabels import dual_bound, em, m_step, pgd
+from .train import effective_lam  # re-exported: lam for the objective as written
 
 __all__ = [
     "PAPER_STEPS",
@@ -48,15 +49,6 @@ def random_sigma(M: int, K: int, seed: int = 0, scale: float = 1.0, device="cpu"
     g = torch.Generator().manual_seed(int(seed) + int(K))
     z = torch.randn(M, K, generator=g, dtype=torch.float64)
     return torch.softmax(scale * z, -1).to(device=device, dtype=dtype)
-
-
-def effective_lam(lam: float, lam_scale: str, M: int) -> float:
-    """lam for the objective as written: lam ("mean") or lam / M ("batch", eq. 15 literally)."""
-    if lam_scale == "mean":
-        return float(lam)
-    if lam_scale == "batch":
-        return float(lam) / M
-    raise ValueError(f"lam_scale must be 'mean' or 'batch', got {lam_scale!r}")
 
 
 def _sync(device) -> None:
@@ -99,11 +91,12 @@ def time_solver(method: str, sigma, lam: float, step=None, tol: float = 1e-7, ma
             "iterations": info["iterations"], "repeats": len(totals)}
 
 
-def _iters_to(objective, target):
+def _time_to(objective, time_per_iter, target):
+    """(first iteration with F <= target, that times time_per_iter); (NaN, NaN) if never reached."""
     for i, f in enumerate(objective):
         if f <= target:
-            return i
-    return None
+            return i, i * time_per_iter
+    return np.nan, np.nan
 
 
 def default_steps(lam_scale: str, M: int, grid_decades: float = 0) -> dict:
@@ -178,7 +171,7 @@ def table1(
         target = best + target_rtol * abs(best)
         for method, step, r in runs:
             obj = r["info"]["objective"]
-            n_t = _iters_to(obj, target)
+            n_t, t_t = _time_to(obj, r["time_per_iter"], target)
             rows.append({
                 "method": method,
                 "K": K,
@@ -194,23 +187,19 @@ def table1(
                 "gap_to_best": (obj[-1] - best) / abs(best),
                 "best_objective": best,
                 "best_lower_bound": lower,
-                "iters_to_target": np.nan if n_t is None else n_t,
-                "time_to_target": np.nan if n_t is None else n_t * r["time_per_iter"],
+                "iters_to_target": n_t,
+                "time_to_target": t_t,
                 "repeats": r["repeats"],
                 "objective": list(obj),
             })
     return pd.DataFrame(rows)
 
 
-def _time_to(row, target):
-    n = _iters_to(row["objective"], target)
-    return (np.nan, np.nan) if n is None else (n, n * row["time_per_iter"])
-
-
 def _pair(fast, slow):
     """Times of two runs to the worse of their final objectives (equal-objective comparison)."""
     target = max(fast["final_objective"], slow["final_objective"])
-    return target, _time_to(fast, target)[1], _time_to(slow, target)[1]
+    return (target, _time_to(fast["objective"], fast["time_per_iter"], target)[1],
+            _time_to(slow["objective"], slow["time_per_iter"], target)[1])
 
 
 def speedup_summary(df: pd.DataFrame) -> pd.DataFrame:
