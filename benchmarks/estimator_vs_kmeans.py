@@ -46,11 +46,9 @@ def load(name: str, fashion_n: int) -> tuple[np.ndarray, np.ndarray]:
         X, y = datasets.load_digits(return_X_y=True)
         return X / 16.0, y
     if name == "fashion":
-        from cce.data import read_idx
+        from cce.formats import load_mnist_like
 
-        parts = [("train", "train"), ("t10k", "t10k")]
-        X = np.concatenate([read_idx(FASHION_DIR / f"{p}-images-idx3-ubyte.gz") for p, _ in parts])
-        y = np.concatenate([read_idx(FASHION_DIR / f"{p}-labels-idx1-ubyte.gz") for _, p in parts])
+        X, y = load_mnist_like(FASHION_DIR, "all")  # train then test
         idx = np.random.RandomState(0).choice(len(X), size=min(fashion_n, len(X)), replace=False)
         return X[idx].reshape(len(idx), -1).astype(np.float32) / 255.0, y[idx].astype(np.int64)
     raise ValueError(f"unknown data set {name!r}")

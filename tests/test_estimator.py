@@ -20,10 +20,10 @@ from cce.train import train_head
 
 HEAD_METHODS = ["mi_gd", "mi_adm", "sela", "cce", "cce_plus"]
 
-# The check suite fits ~35 times per estimator on tiny data. With the paper's budget
-# (50 epochs, EM capped at 50 iterations per batch) one cce_plus fit costs ~3 s on a
-# 2-core machine (torch dispatch overhead of the per-batch y-solvers, not the data),
-# ~2 min for the suite; so the suite runs every method with a smaller budget. The
+# The check suite fits ~35 times per estimator on tiny data. With the defaults (50 epochs;
+# cce_plus: SQUAREM-accelerated EM, up to 200 iterations per batch, tol 1e-6) one cce_plus
+# fit costs seconds (torch dispatch overhead of the per-batch y-solvers, not the data),
+# minutes for the suite; so the suite runs every method with a smaller budget. The
 # defaults pass it too (same checks, same outcomes; measured once, see the report).
 _QUICK = {
     "mi_gd": {},

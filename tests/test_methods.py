@@ -35,7 +35,6 @@ def test_same_seed_same_record(tmp_path, method):
     save_features(path, X, y, {"dataset": "blobs", "extractor": "raw", "n_classes": 4, "X_sha256": "x"})
     options = {} if method == "kmeans" else {"epochs": 5, "device": "cpu"}
     a, b = (run_clustering(path, method, seed=3, options=options) for _ in range(2))
-    c = run_clustering(path, method, seed=4, options=options)
     volatile = {"wall_time_s", "created"}
 
     def stable(record):
@@ -44,8 +43,13 @@ def test_same_seed_same_record(tmp_path, method):
 
     assert stable(a) == stable(b)
     if method == "cce_plus":  # another seed, another initialization
+        c = run_clustering(path, method, seed=4, options=options)
         assert a["info"]["curves"]["loss"] != c["info"]["curves"]["loss"]
     assert a["options"] == get_method(method).options(options)
+    if method == "cce_plus":  # the record holds the options passed, over the method's defaults
+        assert (a["options"]["epochs"], a["options"]["device"], a["options"]["lam"]) == (5, "cpu", 100.0)
+    else:
+        assert (a["options"]["n_init"], a["options"]["max_iter"]) == (1, 300)
 
 
 def test_unknown_options_and_methods_are_refused():

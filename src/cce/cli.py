@@ -100,11 +100,11 @@ def cmd_solvers(args) -> None:
 
     from .io import atomic_path
     from .solver_comparison import table1_readings
+    from .train import resolve_device
 
     opts = dict(args.options)
-    opts["dtype"] = getattr(torch, opts.pop("dtype", "float64"))
     if opts.get("device") == "auto":
-        opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        opts["device"] = str(resolve_device("auto"))
     print(f"Table 1 on {opts.get('device', 'cpu')} with {torch.get_num_threads()} torch thread(s): {args.options}",
           file=sys.stderr)
     table, summary = table1_readings(**opts)

@@ -18,6 +18,7 @@ import contextlib
 import numbers
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -362,11 +363,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Softmax of the head, shape (n_samples, n_clusters); rows sum to 1."""
-        z = self.decision_function(X)
-        z = z - z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        return p
+        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X):
         """Cluster index (argmax of the head) of every row, shape (n_samples,)."""

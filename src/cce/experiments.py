@@ -10,30 +10,32 @@ lives at ``results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .methods import get_method
 
 EXPERIMENTS = ("clustering", "lam_study")
 RECORD_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json"
-_VARIANT = re.compile(r"^(?P<method>[a-z0-9_]+)(-lam(?P<lam>[0-9.e+-]+?)-(?P<scale>mean|batch))?$")
+# A run's variant: the method, or the method at a lam and lam_scale. Also the workflow's wildcard
+# constraint, so it has plain groups only (Snakemake names its own).
+VARIANT_PATTERN = r"([a-z0-9_]+)(?:-lam([0-9.e+-]+?)-(mean|batch))?"
 
 
-def variant_name(method: str, lam: float | None = None, lam_scale: str | None = None) -> str:
-    if lam is None:
-        return method
+def variant_name(method: str, lam: float, lam_scale: str) -> str:
+    """The lam study's variant of ``method`` at ``lam`` and ``lam_scale``, e.g. ``cce_plus-lam100-mean``."""
     return f"{method}-lam{lam:g}-{lam_scale}"
 
 
 def parse_variant(variant: str) -> tuple[str, dict[str, Any]]:
     """``cce_plus-lam0.1-batch`` -> ("cce_plus", {"lam": 0.1, "lam_scale": "batch"})."""
-    match = _VARIANT.match(variant)
+    match = re.fullmatch(VARIANT_PATTERN, variant)
     if not match:
         raise ValueError(f"not a run variant: {variant!r}")
-    if match["lam"] is None:
-        return match["method"], {}
-    return match["method"], {"lam": float(match["lam"]), "lam_scale": match["scale"]}
+    method, lam, scale = match.groups()
+    if lam is None:
+        return method, {}
+    return method, {"lam": float(lam), "lam_scale": scale}
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,13 @@ class Run:
     dataset: str
     variant: str
     seed: int
-    method: str = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "method", parse_variant(self.variant)[0])
+        parse_variant(self.variant)  # a malformed variant fails here, not at first use
+
+    @property
+    def method(self) -> str:
+        return parse_variant(self.variant)[0]
 
     @property
     def record(self) -> str:

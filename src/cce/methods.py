@@ -136,9 +136,11 @@ def _labels_mi_adm(sigma, state):
     return pseudolabels.mi_adm(sigma, lam=state["lam"], tol=state["tol"], max_iter=state["max_iter"])
 
 
+# The objectives of the methods with a solver of cce.pseudolabels (mi_adm, pgd, em) take F(y)
+# from the solver: info["objective"][-1] is the objective at the returned y, for the same sigma,
+# lam (state["lam"]), prior and terms as the method's objective.
 def _objective_mi_adm(sigma, state):
-    y, _ = _labels_mi_adm(sigma, state)
-    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="kl", cross_entropy="shannon")
+    return _labels_mi_adm(sigma, state)[1]["objective"][-1]
 
 
 def _labels_sinkhorn(sigma, state):
@@ -156,8 +158,7 @@ def _labels_pgd(sigma, state):
 
 
 def _objective_cce(sigma, state):
-    y, _ = _labels_pgd(sigma, state)
-    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="kl")
+    return _labels_pgd(sigma, state)[1]["objective"][-1]
 
 
 def _labels_em(sigma, state):
@@ -166,8 +167,7 @@ def _labels_em(sigma, state):
 
 
 def _objective_cce_plus(sigma, state):
-    y, _ = _labels_em(sigma, state)
-    return losses.self_labeling_objective(y, sigma, state["lam"], fairness="reverse_kl")
+    return _labels_em(sigma, state)[1]["objective"][-1]
 
 
 # ----------------------------------------------------------------------------

@@ -45,14 +45,11 @@ def run_notebook(
             pm.execute_notebook(str(template), str(tmp), parameters=parameters or {}, kernel_name=KERNEL,
                                 progress_bar=False, cwd=str(Path.cwd()))
         except pm.PapermillExecutionError as err:
-            where = ""
-            if log_copy is not None:
+            where = f"; the executed notebook with the error is at {log_copy}" if log_copy is not None else ""
+            raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}{where}") from err
+        finally:
+            if log_copy is not None and Path(tmp).is_file():  # absent when the kernel never started
                 Path(log_copy).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(tmp, log_copy)
-                where = f"; the executed notebook with the error is at {log_copy}"
-            raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}{where}") from err
-        if log_copy is not None:
-            Path(log_copy).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tmp, log_copy)
     if html is not None:
         render_html(out, html)

@@ -145,12 +145,13 @@ def train_head(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no .item() here: it would wait for the device every batch
 
         head.eval()
         pred = predict_logits(head, Xt).argmax(-1).cpu().numpy()
         curves["epoch"].append(epoch + 1)
-        curves["loss"].append(float(np.mean(losses)) if losses else math.nan)
+        curves["loss"].append(float(np.mean(torch.stack(losses).cpu().numpy().astype(np.float64)))
+                              if losses else math.nan)
         curves["label_iterations"].append(float(np.mean(epoch_label_iters)) if epoch_label_iters else 0.0)
         curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
         postfix = {"loss": f"{curves['loss'][-1]:.4f}", "clusters": curves["n_clusters_nonempty"][-1]}
