@@ -53,6 +53,9 @@ def bad(path, value):
         (bad(["resources", "clustering"], {"gpu": -1}), "'resources.clustering.gpu': -1 is less than the minimum of 0"),
         ({"clustering": {"datasets": ["digits"], "methods": ["kmeans"], "seeds": 1}},
          "missing key 'clustering.extractor'"),
+        (bad(["lam_study"], {"datasets": ["digits"], "extractor": "pixels", "method": "cce_plus",
+                              "baselines": ["kmeans", "cce_plus"], "lams": [1], "lam_scales": ["mean"], "seeds": 1}),
+         "'lam_study.baselines': 'cce_plus' is the method whose lam is varied"),
     ],
 )
 def test_bad_config_names_the_key(config, expected):

@@ -104,6 +104,9 @@ def _registry_problems(config: dict) -> list[str]:
             known("method", f"{experiment}.method", section["method"], methods.METHODS)
             if section["method"] in methods.METHODS and "lam" not in methods.METHODS[section["method"]].defaults:
                 problems.append(f"'{experiment}.method': method {section['method']!r} has no lam to vary")
+            if section["method"] in section.get("baselines", []):
+                problems.append(f"'{experiment}.baselines': {section['method']!r} is the method whose lam is "
+                                "varied; list only other methods")
         for name, opts in (section.get("method_options") or {}).items():
             if name not in methods.METHODS:
                 known("method", f"{experiment}.method_options.{name}", name, methods.METHODS)

@@ -6,7 +6,7 @@ rule clustering_run:
     input:
         lambda wc: features_path(wc.dataset, config[wc.experiment]["extractor"]),
     output:
-        "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json",
+        RECORD_PATTERN,
     params:
         method=lambda wc: parse_variant(wc.variant)[0],
         options=lambda wc: run_options_json(wc.experiment, wc.dataset, wc.variant),

@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from cce.config import ConfigError, validate_config
-from cce.experiments import EXPERIMENTS, parse_variant, planned_runs, run_options
+from cce.experiments import EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
 
 try:
     validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -26,7 +26,7 @@ wildcard_constraints:
     method="[a-z0-9_]+",
     seed="[0-9]+",
     experiment="|".join(EXPERIMENTS),
-    variant="[a-z0-9_]+(-lam[0-9.e+-]+-(mean|batch))?",
+    variant=VARIANT_PATTERN,
 
 
 def stage_resources(stage):

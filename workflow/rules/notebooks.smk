@@ -20,16 +20,19 @@ rule notebook_table2:
         " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
 
 
-rule notebook_figure1:
+rule notebook_figure:
+    # The figures drawn from the paper's formulas alone: Figure 1 (H2 and H) and Figure 3 (eq. 17).
     input:
-        template=notebook_template("figure1"),
+        template=lambda wc: notebook_template(wc.figure),
     output:
-        figure="results/figures/figure1.png",
-        notebook="results/notebooks/figure1.ipynb",
-        html="results/notebooks/figure1.html",
+        figure="results/figures/{figure}.png",
+        notebook="results/notebooks/{figure}.ipynb",
+        html="results/notebooks/{figure}.html",
     log:
-        notebook="logs/notebooks/figure1.ipynb",
-        stderr="logs/notebooks/figure1.log",
+        notebook="logs/notebooks/{figure}.ipynb",
+        stderr="logs/notebooks/{figure}.log",
+    wildcard_constraints:
+        figure="figure1|figure3",
     conda:
         "../../environment.yml"
     shell:
@@ -62,6 +65,8 @@ rule notebook_lambda:
         figure="results/figures/lambda.png",
         notebook="results/notebooks/lambda.ipynb",
         html="results/notebooks/lambda.html",
+    params:
+        method=config.get("lam_study", {}).get("method", "cce_plus"),
     log:
         notebook="logs/notebooks/lambda.ipynb",
         stderr="logs/notebooks/lambda.log",
@@ -69,7 +74,8 @@ rule notebook_lambda:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p study {input.study} -p figure {output.figure} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p study {input.study} -p figure {output.figure}"
+        " -p method {params.method} > {log.stderr} 2>&1"
 
 
 rule notebook_table1:
@@ -90,20 +96,3 @@ rule notebook_table1:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
         " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary}"
         " -p trajectories {input.trajectories} > {log.stderr} 2>&1"
-
-
-rule notebook_figure3:
-    input:
-        template=notebook_template("figure3"),
-    output:
-        figure="results/figures/figure3.png",
-        notebook="results/notebooks/figure3.ipynb",
-        html="results/notebooks/figure3.html",
-    log:
-        notebook="logs/notebooks/figure3.ipynb",
-        stderr="logs/notebooks/figure3.log",
-    conda:
-        "../../environment.yml"
-    shell:
-        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p figure {output.figure} > {log.stderr} 2>&1"
