@@ -4,7 +4,7 @@
     snakemake --cores all                           # every table, figure and notebook
     snakemake --cores all --configfile config/demo.yaml   # offline CPU demo (make demo)
 
-The configuration is validated against workflow/schemas/config.schema.yaml
+The configuration is validated against src/cce/schemas/config.schema.yaml
 before any job runs. README.md says which rule writes which file.
 """
 
@@ -17,6 +17,9 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

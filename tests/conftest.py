@@ -10,10 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def snakemake(*args, cwd, check=False, timeout=1200):
-    """Run the project's Snakefile from ``cwd`` with the test interpreter's environment."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *map(str, args)]
+def snakemake(*args, cwd, check=False, timeout=1200, snakefile=REPO / "Snakefile", env=None, kill_after=None):
+    """Run the project's Snakefile (or ``snakefile``) from ``cwd`` with the test interpreter's environment.
+
+    With ``kill_after`` (seconds) the call runs under ``timeout -k``: SIGTERM after ``timeout``,
+    SIGKILL ``kill_after`` later, for executors that ignore SIGTERM while jobs run (SLURM's).
+    """
+    env = {**os.environ, **(env or {}), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(snakefile), *map(str, args)]
+    if kill_after is not None:
+        cmd = ["timeout", "-k", str(kill_after), str(timeout), *cmd]
+        timeout += kill_after + 30
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -1,7 +1,10 @@
 """Every registered method on separable data, and reproducible run records."""
 
+import inspect
+
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import make_blobs
 
 from cce.experiments import parse_variant, run_options, variant_name
@@ -9,7 +12,7 @@ from cce.features import save_features
 from cce.methods import METHODS, get_method
 from cce.metrics import hungarian_accuracy
 from cce.runs import run_clustering
-from cce.train import effective_lam
+from cce.train import effective_lam, predict_logits, train_head
 
 
 def blobs(seed):
@@ -32,7 +35,7 @@ def test_each_method_recovers_a_separable_mixture(method, seed):
 def test_same_seed_same_record(tmp_path, method):
     X, y = blobs(0)
     path = tmp_path / "features.npz"
-    save_features(path, X, y, {"dataset": "blobs", "extractor": "raw", "n_classes": 4, "X_sha256": "x"})
+    save_features(path, X, y, {"dataset": "blobs", "extractor": "raw", "n_classes": 4})
     options = {} if method == "kmeans" else {"epochs": 5, "device": "cpu"}
     a, b = (run_clustering(path, method, seed=3, options=options) for _ in range(2))
     volatile = {"wall_time_s", "created"}
@@ -78,3 +81,111 @@ def test_lam_scales():
     assert effective_lam(100, "batch", 250) == pytest.approx(0.4)
     with pytest.raises(ValueError):
         effective_lam(100, "sum", 250)
+
+
+# ----------------------------------------------------------------------------
+# wiring: the lam, fairness direction and prior each method's solver receives
+# ----------------------------------------------------------------------------
+# The fairness term each method's objective names (cce.methods' table): eq. (5) and (10) use
+# KL(ybar || u) ("kl"), eq. (11) KL(u || ybar) ("reverse_kl").
+FAIRNESS = {"mi_adm": "kl", "cce": "kl", "cce_plus": "reverse_kl"}
+# Solvers whose problem fixes the fairness direction, so they take no `fairness` argument.
+IMPLIED_FAIRNESS = {"em": "reverse_kl", "em_map": "reverse_kl", "mi_adm": "kl"}
+
+
+def spy_on_solvers(monkeypatch):
+    """Record (name, arguments) of every call to a public function of cce.pseudolabels,
+    wherever cce.methods looks it up (the module, or a name imported from it)."""
+    import cce.methods
+    import cce.pseudolabels as pl
+
+    calls = []
+
+    def spy_for(name, original):
+        signature = inspect.signature(original)
+
+        def spy(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            calls.append((name, dict(bound.arguments)))
+            return original(*args, **kwargs)
+
+        return spy
+
+    for name in pl.__all__:
+        original = getattr(pl, name)
+        if not callable(original):
+            continue
+        spy = spy_for(name, original)
+        monkeypatch.setattr(pl, name, spy)
+        if getattr(cce.methods, name, None) is original:
+            monkeypatch.setattr(cce.methods, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("lam_scale", ["mean", "batch"])
+@pytest.mark.parametrize("method", ["mi_adm", "cce", "cce_plus"])
+def test_solvers_receive_the_configured_lam_fairness_and_prior(monkeypatch, method, lam_scale):
+    X, _ = blobs(0)  # 300 points: batches of 100, 100, 100
+    calls = spy_on_solvers(monkeypatch)
+    options = {"epochs": 2, "batch_size": 100, "lam": 3.0, "lam_scale": lam_scale, "device": "cpu"}
+    _, info = get_method(method).fit(X, 4, 0, options, progress=False)
+    # eq. (10)/(11) as written pass lam; eq. (15) read literally is lam / M for a batch of M = 100
+    lam = 3.0 if lam_scale == "mean" else 3.0 / 100
+    assert info["lam_effective"] == pytest.approx(lam, rel=1e-12)
+    solves = [(name, args) for name, args in calls if "lam" in args]
+    assert len(solves) >= 2 * 3 + 1, calls  # every batch of every epoch, and the final objective
+    for name, args in solves:
+        assert args["lam"] == pytest.approx(lam, rel=1e-12), (name, args["lam"])
+        assert args.get("fairness", IMPLIED_FAIRNESS.get(name)) == FAIRNESS[method], name
+        prior = args.get("prior")
+        assert prior is None or torch.allclose(torch.as_tensor(prior, dtype=torch.float64),
+                                               torch.full((4,), 0.25, dtype=torch.float64)), name
+
+
+def test_sela_solver_receives_its_options(monkeypatch):
+    X, _ = blobs(0)
+    calls = spy_on_solvers(monkeypatch)
+    get_method("sela").fit(X, 4, 0, {"epochs": 2, "device": "cpu", "epsilon": 0.2, "n_iter": 77}, progress=False)
+    sinkhorn = [args for name, args in calls if name == "sinkhorn"]
+    assert len(sinkhorn) >= 2 + 1  # once per epoch (on all points), and the final objective
+    for args in sinkhorn:
+        assert (args["epsilon"], args["n_iter"], args["prior"]) == (0.2, 77, None)
+        assert args["sigma"].shape == (300, 4)
+
+
+# ----------------------------------------------------------------------------
+# wiring: the objective a method reports is its objective at its final predictions
+# ----------------------------------------------------------------------------
+def imbalanced(seed, sizes=(240, 60), dim=8, distance=4.0):
+    """Two Gaussian clusters (unit variance) of the given sizes, their means `distance` apart."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros((2, dim))
+    means[1, 0] = distance
+    y = np.repeat([0, 1], sizes)
+    return (means[y] + rng.normal(size=(y.size, dim))).astype(np.float32), y
+
+
+def test_mi_gd_reports_eq_1_at_its_final_predictions():
+    X, _ = imbalanced(0)
+    spec = get_method("mi_gd")
+    head, pre, info = train_head(X, 2, spec, 0, spec.options({"epochs": 3, "device": "cpu"}), progress=False)
+    sigma = torch.softmax(predict_logits(head, torch.from_numpy(pre.transform(X))).double(), -1).numpy()
+    mean_entropy = -(sigma * np.log(sigma)).sum(1).mean()
+    sbar = sigma.mean(0)
+    assert info["losses"]["objective"] == pytest.approx(mean_entropy + (sbar * np.log(sbar)).sum(), rel=1e-5)
+
+
+def test_lam_scale_batch_and_mean_give_different_lam_and_records(tmp_path):
+    X, y = blobs(0)
+    path = tmp_path / "features.npz"
+    save_features(path, X, y, {"dataset": "blobs", "extractor": "raw", "n_classes": 4})
+    records = {scale: run_clustering(path, "cce_plus", seed=0, options={"epochs": 2, "device": "cpu",
+                                                                         "lam_scale": scale})
+               for scale in ("mean", "batch")}
+    # the default batch of 250 points: lam = 100 as written, or 100 / 250 = 0.4 (eq. 15 literally)
+    assert records["mean"]["info"]["lam_effective"] == 100.0
+    assert records["batch"]["info"]["lam_effective"] == pytest.approx(0.4)
+    assert records["mean"]["options"]["lam_scale"] == "mean" and records["batch"]["options"]["lam_scale"] == "batch"
+    assert records["mean"]["info"]["curves"]["loss"] != records["batch"]["info"]["curves"]["loss"]
+    assert records["mean"]["info"]["losses"]["objective"] != records["batch"]["info"]["losses"]["objective"]

@@ -17,6 +17,17 @@ class UserError(Exception):
     """An error whose message tells the user what to do; no traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line like every other user error: one line, exit 2.
+
+    argparse's own ``error`` prints the usage block first; subcommand parsers inherit
+    this class (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _json_arg(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -60,10 +71,19 @@ def cmd_features(args) -> None:
 
 
 def cmd_cluster(args) -> None:
+    from .features import FeatureFileError
+    from .methods import get_method
     from .runs import run_clustering, write_record
 
-    record = run_clustering(args.features, args.method, args.seed, args.options,
-                            experiment=args.experiment, config_name=args.config_name)
+    try:  # an unknown method or option is refused before the features are read
+        get_method(args.method).options(args.options)
+    except (KeyError, ValueError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    try:
+        record = run_clustering(args.features, args.method, args.seed, args.options,
+                                experiment=args.experiment, config_name=args.config_name)
+    except FeatureFileError as err:
+        raise UserError(str(err)) from err
     write_record(args.out, record)
     m = record["metrics"]
     print(f"{record['dataset']} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} "
@@ -71,11 +91,21 @@ def cmd_cluster(args) -> None:
           f"({record['wall_time_s']:.1f} s)")
 
 
+def _records(paths):
+    from .runs import RecordError
+    from .tables import records_frame
+
+    try:
+        return records_frame(paths)
+    except RecordError as err:
+        raise UserError(str(err)) from err
+
+
 def cmd_table(args) -> None:
     from .io import atomic_path
-    from .tables import paper_layout, records_frame, summary
+    from .tables import paper_layout, summary
 
-    runs = records_frame(args.runs)
+    runs = _records(args.runs)
     table = paper_layout(runs, args.methods, args.datasets, metric=args.metric)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -87,9 +117,9 @@ def cmd_table(args) -> None:
 
 def cmd_summarize(args) -> None:
     from .io import atomic_path
-    from .tables import records_frame, summary
+    from .tables import summary
 
-    table = summary(records_frame(args.runs), by=args.by)
+    table = summary(_records(args.runs), by=args.by)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     print(table.to_string(index=False))
@@ -138,7 +168,7 @@ def cmd_notebook(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cce", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m cce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check-config", help="validate a workflow config file")
@@ -204,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the executed notebook here (the rule's log): it shows a failing cell's error")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.set_defaults(func=cmd_notebook)
+
     return parser
 
 

@@ -1,6 +1,6 @@
 """Validation of the workflow configuration, before any job runs.
 
-Two layers: the JSON schema in ``workflow/schemas/config.schema.yaml`` (keys,
+Two layers: the JSON schema in ``src/cce/schemas/config.schema.yaml`` (keys,
 types, ranges; fills defaults) and checks against the library's registries
 (dataset, extractor and method names, option names, directories that must
 exist). Every problem is reported with the dotted path of the key, e.g.
@@ -16,7 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data: the installed library validates configs without the repository around it.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):

@@ -104,7 +104,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         ``cce`` and ``cce_plus``, 1 for ``mi_adm``). Ignored by methods without
         a fairness weight (``mi_gd``, ``sela``).
     lam_scale : {"mean", "batch"} or None, default=None
-        How lam is read (DESIGN.md section 4): ``"mean"`` is eq. (10)/(11) as
+        How lam is read (config/README.md, "How lam is read"): ``"mean"`` is eq. (10)/(11) as
         written, ``"batch"`` is eq. (15) read literally (lam / batch size).
         None: the method's default (``"mean"``). Ignored like ``lam``.
     epochs : int, default=50

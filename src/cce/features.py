@@ -24,6 +24,8 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -310,11 +312,57 @@ def extract_dataset(dataset: str, root: Path | str, extractor: str, **options) -
     return X, labels, meta
 
 
+class FeatureFileError(ValueError):
+    """A feature file is missing, damaged or stale; the message names it and the command that rebuilds it."""
+
+
+def rebuild_hint(path: Path | str) -> str:
+    """How to rebuild a feature file; the dataset and extractor are read from its path
+    ``.../{dataset}/{extractor}.npz``, the layout the workflow's ``features`` rule writes."""
+    path = Path(path)
+    dataset, extractor = path.parent.name or "DATASET", path.stem
+    return (f"rebuild it with `snakemake --cores all --force {path}` "
+            f"or `python -m cce features {dataset} {extractor} --out {path}`")
+
+
 def save_features(path: Path | str, X: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> None:
-    write_npz_atomic(path, X=np.asarray(X, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
-                     meta=np.array(json.dumps(meta)))
+    """Write X (N, D) as float32, y (N,) as int64 and meta (JSON) to ``path`` atomically.
+
+    ``meta["X_sha256"]`` is set to the checksum of the float32 X written when absent; a
+    given one that does not match that X is refused (it would make the file unloadable).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    checksum = array_checksum(X)
+    if meta.get("X_sha256", checksum) != checksum:
+        raise ValueError(f"meta['X_sha256'] {meta['X_sha256']!r} is not the SHA-256 of X ({checksum})")
+    write_npz_atomic(path, X=X, y=np.asarray(y, dtype=np.int64),
+                     meta=np.array(json.dumps({**meta, "X_sha256": checksum})))
 
 
 def load_features(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    with np.load(path, allow_pickle=False) as f:
-        return f["X"], f["y"], json.loads(str(f["meta"]))
+    """X (N, D) float32, y (N,) int64 and meta of a feature file, after checking X against
+    ``meta["X_sha256"]``.
+
+    A missing, unreadable or truncated file, or one whose X no longer matches its recorded
+    checksum (stale: X rewritten without its metadata, or damaged), raises
+    :class:`FeatureFileError` naming the file and the command that rebuilds it; a run
+    record's ``X_sha256`` thus always describes the X it was computed from.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"{path}: no such feature file; {rebuild_hint(path)}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            X, y, meta = f["X"], f["y"], json.loads(str(f["meta"]))
+    # np.load and zipfile report damage as any of these (truncated archive, bad CRC, bad
+    # header, missing member, not JSON); all mean the same to the user.
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise FeatureFileError(f"{path}: damaged feature file ({type(err).__name__}: {err}); "
+                               f"{rebuild_hint(path)}") from err
+    expected = meta.get("X_sha256") if isinstance(meta, dict) else None
+    if expected is None:
+        raise FeatureFileError(f"{path}: no X_sha256 in its metadata, so X cannot be verified; {rebuild_hint(path)}")
+    if array_checksum(X) != expected:
+        raise FeatureFileError(f"{path}: X does not match the X_sha256 in its metadata (stale or damaged "
+                               f"features); {rebuild_hint(path)}")
+    return X, y, meta

@@ -175,7 +175,9 @@ class Fetcher:
     def __init__(self, spec, raw, local_dir, download, mirrors, timeout):
         self.spec, self.raw, self.download, self.timeout = spec, raw, download, timeout
         self.dirs: list[Path] = []
-        for base in ([local_dir] if local_dir is not None else []) + [Path(d) for d in spec.system_dirs]:
+        # CCE_IGNORE_SYSTEM_DATA=1: only local_dir and the network, as on a machine without the package.
+        system = [] if os.environ.get("CCE_IGNORE_SYSTEM_DATA") == "1" else [Path(d) for d in spec.system_dirs]
+        for base in ([local_dir] if local_dir is not None else []) + system:
             self.dirs += [base] + [base / sub for sub in spec.local_subdirs]
         self.bases = _mirror_urls(spec, mirrors)
         self.sha256: dict[str, str] = {}  # name under raw/ -> SHA-256, from its verification

@@ -87,6 +87,20 @@ def write_record(path: Path | str, record: dict[str, Any]) -> None:
     write_json_atomic(path, record)
 
 
+class RecordError(ValueError):
+    """A run record is missing or not a JSON object; the message names it and how to redo it."""
+
+
 def read_record(path: Path | str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
+    """The JSON record at ``path``; a missing or damaged record raises :class:`RecordError`."""
+    redo = f"rerun its job with `snakemake --cores all --force {path}`"
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError as err:
+        raise RecordError(f"{path}: no such run record; {redo}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{path}: damaged run record ({type(err).__name__}: {err}); {redo}") from err
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a run record is a JSON object, got {type(record).__name__}; {redo}")
+    return record

@@ -37,7 +37,11 @@ SUMMARY_COLUMNS = list(METRICS) + ["objective", "label_iterations", "wall_time_s
 
 
 def summary(runs: pd.DataFrame, by: Iterable[str] = ("dataset", "method")) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of every metric, per group (long format)."""
+    """Mean and standard deviation over seeds of every metric, per group (long format).
+
+    The std is the sample std (ddof=1), as in :func:`paper_layout`; NaN for one seed.
+    Groups with a missing key (e.g. ``lam`` of a baseline without one) are kept.
+    """
     grouped = runs.groupby(list(by), sort=False, dropna=False)
     out = grouped[SUMMARY_COLUMNS].agg(["mean", "std"])
     out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
@@ -50,8 +54,10 @@ def paper_layout(runs: pd.DataFrame, methods: list[str], datasets: list[str],
     """Rows = methods (in the given order), columns = '{dataset}' mean and '{dataset}_std', in percent.
 
     This is the layout of the paper's Table 2 (accuracy, with the standard
-    deviation over seeds in parentheses there). The std is the sample std
-    (ddof=1), NaN for a single seed.
+    deviation over seeds in parentheses there). The paper does not say which
+    standard deviation it reports over its 6 trials; this is the sample std
+    (ddof=1), the usual estimate of seed-to-seed spread (ddof=0 would be
+    sqrt(5/6) = 0.91 times it for 6 seeds), NaN for a single seed.
     """
     stats = runs.groupby(["method", "dataset"])[metric].agg(["mean", "std"]) * 100.0
     table = pd.DataFrame(index=pd.Index(methods, name="method"))
@@ -82,10 +88,16 @@ def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _mean_std(mean, std) -> str:
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ({std:.1f})"  # one seed: no std to print
+
+
 def format_mean_std(table: pd.DataFrame) -> pd.DataFrame:
-    """'mean (std)' strings, the way the paper prints its tables."""
+    """'mean (std)' strings, the way the paper prints its tables; '' where there are no runs."""
     datasets = [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]
     out = table.set_index("method")[[]].copy()
     for ds in datasets:
-        out[ds] = [f"{m:.2f} ({s:.1f})" if pd.notna(m) else "" for m, s in zip(table[ds], table[f"{ds}_std"])]
+        out[ds] = [_mean_std(m, s) for m, s in zip(table[ds], table[f"{ds}_std"])]
     return out

@@ -33,7 +33,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def effective_lam(lam: float, lam_scale: str, batch_size: int) -> float:
-    """The lam passed to the solvers (DESIGN.md section 4).
+    """The lam passed to the solvers.
+
+    EM's Jensen bound on KL(u || ybar) gives point i the M-step weights
+    lam * u_k * M * S_ik for the objective as written; eq. (15) writes them
+    without the factor M, which is the same algorithm with lam / M.
 
     ``"mean"``: the objective as written, mean_i CE + lam * KL (eq. 10/11).
     ``"batch"``: eq. (15) read literally, weights lam * u_k * S_ik, which is the

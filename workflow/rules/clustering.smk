@@ -10,7 +10,6 @@ rule clustering_run:
     params:
         method=lambda wc: parse_variant(wc.variant)[0],
         options=lambda wc: run_options_json(wc.experiment, wc.dataset, wc.variant),
-        config_files=CONFIG_FILES,
     log:
         "logs/runs/{experiment}/{dataset}/{variant}/seed{seed}.log",
     threads: stage_resources("clustering")["threads"]
@@ -23,15 +22,15 @@ rule clustering_run:
     shell:
         "python -m cce cluster --features {input} --method {params.method} --seed {wildcards.seed}"
         " --experiment {wildcards.experiment} --options {params.options:q}"
-        " --config-name {params.config_files:q} --out {output} > {log} 2>&1"
+        ' --config-name "${{CCE_CONFIG_FILES:-}}" --out {output} > {log} 2>&1'
 
 
 rule table2:
     input:
         records("clustering"),
     output:
-        table="results/table2.csv",
-        summary="results/table2_summary.csv",
+        table=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
+        summary=report("results/table2_summary.csv", caption="../report/table2_summary.rst", category="Tables"),
     params:
         methods=config["clustering"]["methods"],
         datasets=config["clustering"]["datasets"],
@@ -48,7 +47,7 @@ rule table5:
     input:
         records("clustering", methods=TABLE5_METHODS),
     output:
-        "results/table5.csv",
+        report("results/table5.csv", caption="../report/table5.rst", category="Tables"),
     params:
         methods=TABLE5_METHODS,
         datasets=config["clustering"]["datasets"],
@@ -65,7 +64,7 @@ rule lam_study:
     input:
         records("lam_study"),
     output:
-        "results/lam_study.csv",
+        report("results/lam_study.csv", caption="../report/lam_study.rst", category="lam study"),
     log:
         "logs/tables/lam_study.log",
     conda:

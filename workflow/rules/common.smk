@@ -1,5 +1,6 @@
 # Helpers shared by the rules: config validation, paths and target lists.
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -9,13 +10,23 @@ from cce.config import ConfigError, validate_config
 from cce.experiments import EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
 
 try:
-    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate_config(config)  # the schema ships with the library: src/cce/schemas/config.schema.yaml
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 DATA_ROOT = config["data_root"]
-CONFIG_FILES = ",".join(str(f) for f in workflow.configfiles) or "<none>"
-NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
+# The config file's name is provenance, not a reason to rerun: the run records get it through the
+# environment, so that a copy of the config at another path (or a moved clone) reruns nothing.
+# What a job's result depends on (its inputs and its options) are its params and inputs.
+os.environ["CCE_CONFIG_FILES"] = ",".join(str(f) for f in workflow.configfiles) or "<none>"
+
+
+envvars:
+    "CCE_CONFIG_FILES",  # passed on to remote jobs (SLURM)
+
+
+# Relative to the working directory, so that moving the clone does not change the notebooks' inputs.
+NOTEBOOK_DIR = Path(os.path.relpath(Path(workflow.basedir) / "notebooks"))
 # Table 5 compares L_CCE (PGD) with L_CCE+ (EM) on the clustering experiment's runs.
 TABLE5_METHODS = [m for m in ("cce", "cce_plus") if m in config["clustering"]["methods"]]
 
@@ -46,7 +57,9 @@ def features_path(dataset, extractor):
 
 
 def records(experiment, methods=None):
-    """Record paths of an experiment's runs (optionally only some methods)."""
+    """Record paths of an experiment's runs (optionally only some methods); none if the config has no such section."""
+    if not config.get(experiment):
+        return []
     return [
         run.record
         for run in planned_runs(config, experiment)

@@ -9,7 +9,7 @@ rule notebook_table2:
         summary="results/table2_summary.csv",
     output:
         notebook="results/notebooks/table2.ipynb",
-        html="results/notebooks/table2.html",
+        html=report("results/notebooks/table2.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
         notebook="logs/notebooks/table2.ipynb",
         stderr="logs/notebooks/table2.log",
@@ -25,9 +25,9 @@ rule notebook_figure:
     input:
         template=lambda wc: notebook_template(wc.figure),
     output:
-        figure="results/figures/{figure}.png",
+        figure=report("results/figures/{figure}.png", caption="../report/{figure}.rst", category="Figures"),
         notebook="results/notebooks/{figure}.ipynb",
-        html="results/notebooks/{figure}.html",
+        html=report("results/notebooks/{figure}.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
         notebook="logs/notebooks/{figure}.ipynb",
         stderr="logs/notebooks/{figure}.log",
@@ -46,7 +46,7 @@ rule notebook_table5:
         table="results/table5.csv",
     output:
         notebook="results/notebooks/table5.ipynb",
-        html="results/notebooks/table5.html",
+        html=report("results/notebooks/table5.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
         notebook="logs/notebooks/table5.ipynb",
         stderr="logs/notebooks/table5.log",
@@ -62,9 +62,9 @@ rule notebook_lambda:
         template=notebook_template("lambda"),
         study="results/lam_study.csv",
     output:
-        figure="results/figures/lambda.png",
+        figure=report("results/figures/lambda.png", caption="../report/lambda.rst", category="lam study"),
         notebook="results/notebooks/lambda.ipynb",
-        html="results/notebooks/lambda.html",
+        html=report("results/notebooks/lambda.html", caption="../report/notebook.rst", category="Notebooks"),
     params:
         method=config.get("lam_study", {}).get("method", "cce_plus"),
     log:
@@ -86,7 +86,7 @@ rule notebook_table1:
         trajectories="results/table1_trajectories.json",
     output:
         notebook="results/notebooks/table1.ipynb",
-        html="results/notebooks/table1.html",
+        html=report("results/notebooks/table1.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
         notebook="logs/notebooks/table1.ipynb",
         stderr="logs/notebooks/table1.log",

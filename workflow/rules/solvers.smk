@@ -4,7 +4,7 @@
 
 rule solvers:
     output:
-        table="results/table1.csv",
+        table=report("results/table1.csv", caption="../report/table1.rst", category="Tables"),
         summary="results/table1_speedup.csv",
         trajectories="results/table1_trajectories.json",
     params:
