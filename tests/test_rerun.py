@@ -33,13 +33,13 @@ def finished_clone(tmp_path_factory):
     """A copy of the repository that ran the tiny config's Table 2 and Table 5 in place."""
     clone = copy_working_tree(tmp_path_factory.mktemp("clone") / "repo")
     config = clone / "tests/configs/tiny.yaml"
-    proc = snakemake("--cores", "2", "--configfile", config, *TARGETS, cwd=clone, snakefile=clone / "Snakefile")
+    proc = snakemake(*TARGETS, "--cores", "2", "--configfile", config, cwd=clone, snakefile=clone / "Snakefile")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return clone, config
 
 
 def plan(clone, config):
-    proc = snakemake("-n", "--cores", "2", "--configfile", config, *TARGETS, cwd=clone,
+    proc = snakemake(*TARGETS, "-n", "--cores", "2", "--configfile", config, cwd=clone,
                      snakefile=clone / "Snakefile", check=True)
     out = proc.stdout + proc.stderr
     return {} if "Nothing to be done" in out else job_counts(out)
@@ -66,7 +66,7 @@ def test_changing_one_method_option_reruns_that_method_only(finished_clone, tmp_
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(changed))
     seeds = yaml.safe_load(config.read_text())["clustering"]["seeds"]
-    proc = snakemake("-n", "--cores", "2", "--configfile", path, *TARGETS, cwd=clone,
+    proc = snakemake(*TARGETS, "-n", "--cores", "2", "--configfile", path, cwd=clone,
                      snakefile=clone / "Snakefile", check=True)
     out = proc.stdout + proc.stderr
     # the cce_plus runs of Table 2, and the tables and notebook that read them
@@ -77,7 +77,7 @@ def test_changing_one_method_option_reruns_that_method_only(finished_clone, tmp_
 
 def test_report_holds_the_tables_with_their_captions(finished_clone):
     clone, config = finished_clone
-    snakemake("--cores", "1", "--configfile", config, *TARGETS, "--report", "results/report.html", cwd=clone,
+    snakemake(*TARGETS, "--cores", "1", "--report", "results/report.html", "--configfile", config, cwd=clone,
               snakefile=clone / "Snakefile", check=True)
     html = (clone / "results/report.html").read_text()
     for caption in ("Table 2 of the paper", "Table 5 of the paper", "The executed notebook"):

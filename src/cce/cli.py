@@ -167,6 +167,34 @@ def cmd_notebook(args) -> None:
         raise UserError(str(err)) from err
 
 
+def cmd_deep(args) -> None:
+    from . import data
+    from .deep import DeepRunError, TrainingStopped, get_deep_method, run_deep
+    from .runs import write_record
+
+    try:  # an unknown dataset, method or option is refused before anything is loaded
+        data.get_spec(args.dataset)
+        get_deep_method(args.method).options(args.options)
+    except (KeyError, DeepRunError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    checkpoint = args.checkpoint or args.out.with_suffix(".ckpt")
+    try:
+        record = run_deep(args.dataset, args.root, args.method, args.seed, args.options,
+                          experiment=args.experiment, config_name=args.config_name, checkpoint=checkpoint,
+                          stop_after_epoch=args.stop_after_epoch)
+    except (DeepRunError, data.DataUnavailableError, data.DataVerificationError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    except TrainingStopped as stop:
+        print(f"{args.dataset} {args.method} seed {args.seed}: {stop}; run the same command without "
+              "--stop-after-epoch to resume")
+        return
+    write_record(args.out, record)
+    m = record["metrics"]
+    print(f"{args.dataset} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} nmi {m['nmi']:.4f} "
+          f"ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']} on {record['device']} "
+          f"({record['wall_time_s']:.1f} s; checkpoint {checkpoint})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the executed notebook here (the rule's log): it shows a failing cell's error")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("deep", help="one deep run (Table 3/6): a Table 7 network trained from scratch -> JSON record")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--method", required=True, help="mi_d, iic, sela, mi_adm, cce or cce_plus")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="options of the deep method as a JSON object")
+    p.add_argument("--experiment", default="deep")
+    p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="saved after every epoch and resumed from when present (default: OUT with suffix .ckpt)")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="stop after this epoch's checkpoint without writing the record (to try a resume)")
+    p.set_defaults(func=cmd_deep)
 
     return parser
 

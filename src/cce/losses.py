@@ -232,3 +232,57 @@ def _objective_unchecked(y: Tensor, sigma: Tensor, lam: float, prior: Tensor, fa
     if lam != 0:
         obj = obj + lam * fairness_term(y.mean(0), prior, fairness)
     return obj
+
+
+# ----------------------------------------------------------------------------
+# Deep self-labeled losses with self-augmentation (Section 5.2, Table 3)
+# ----------------------------------------------------------------------------
+__all__ += ["view_mixture_logits", "mi_d_loss", "iic_joint", "iic_loss"]
+
+
+def view_mixture_logits(view_logits: Tensor) -> Tensor:
+    """ln sigma_i for sigma_i = E_t[sigma(t(X_i))] (Section 5.2) from V views' logits (V, B, K) -> (B, K).
+
+    The rows are normalized log-probabilities, so softmax of them is the mean of the views'
+    softmax and they can stand as logits in every ``*_with_logits`` loss: H2(y, sigma_i)
+    and H(y, sigma_i) of the view-averaged prediction, in log space.
+    """
+    return torch.logsumexp(F.log_softmax(view_logits, -1), 0) - math.log(view_logits.shape[0])
+
+
+def mi_d_loss(view_logits: Tensor, fairness_weight: float = 1.0) -> Tensor:
+    """MI-D (IMSAT [14]): mean_i H(sigma_i) - w * H(mean_i sigma_i), eq. (1), with self-augmentation.
+
+    view_logits (V, B, K) -> scalar; sigma_i = E_t[sigma(t(X_i))] over the V views, so the
+    conditional-entropy term is low only where the views agree confidently. ``w = 1`` is eq. (1).
+    """
+    logp = view_mixture_logits(view_logits)
+    mean_h = -(logp.exp() * logp).sum(-1).mean()
+    log_pbar = torch.logsumexp(logp, 0) - math.log(logp.shape[0])
+    h_mean = -(log_pbar.exp() * log_pbar).sum()
+    return mean_h - fairness_weight * h_mean
+
+
+def iic_joint(p1: Tensor, p2: Tensor) -> Tensor:
+    """IIC's [16] joint distribution of two views' clusters: P = sym(mean_i p1_i p2_i^T); (B, K) x2 -> (K, K).
+
+    Symmetrized, (P + P^T) / 2, because the two views are exchangeable; sums to 1.
+    """
+    P = p1.transpose(0, 1) @ p2 / p1.shape[0]
+    P = (P + P.transpose(0, 1)) / 2
+    return P / P.sum()
+
+
+def iic_loss(logits1: Tensor, logits2: Tensor, lamb: float = 1.0, eps: float = 2.220446049250313e-16) -> Tensor:
+    """IIC's loss -I(z, z') = -sum_kl P_kl (ln P_kl - lamb ln P_k - lamb ln P_l); logits (B, K) x2 -> scalar.
+
+    P = :func:`iic_joint` of the views' softmax, P_k and P_l its marginals; ``lamb = 1`` is
+    the mutual information. As in IIC, entries below ``eps`` (float64's machine epsilon) are
+    raised to it so that the logarithms stay finite; here with ``clamp`` on new tensors,
+    since IIC's in-place write into an expanded tensor is refused by current PyTorch.
+    """
+    P = iic_joint(torch.softmax(logits1, -1), torch.softmax(logits2, -1))
+    pk = P.sum(1, keepdim=True).clamp(min=eps)
+    pl = P.sum(0, keepdim=True).clamp(min=eps)
+    P = P.clamp(min=eps)
+    return -(P * (torch.log(P) - lamb * torch.log(pk) - lamb * torch.log(pl))).sum()

@@ -1,0 +1,618 @@
+"""Deep self-labeled classification (Section 5.2, Tables 3 and 6): a Table 7 network trained from scratch.
+
+One loop serves every method. Per batch of images (uint8, kept on the device):
+
+1. two random views of every image (:class:`cce.augment.SelfAugmentation`);
+2. one forward pass of both views; sigma_i = E_t[sigma(t(X_i))] is their mean softmax,
+   carried in log space by :func:`cce.losses.view_mixture_logits`;
+3. methods with pseudo-labels (SeLa, MI-ADM, CCE, Ours) take y from their solver in
+   :mod:`cce.methods` (``Method.label_step`` on the detached sigma, per batch as in
+   Algorithm 1, or on the whole data set for SeLa) and train with ``Method.network_loss``
+   (the same losses as the linear head of Table 2); MI-D and IIC have their own losses
+   (:func:`cce.losses.mi_d_loss`, :func:`cce.losses.iic_loss`) on the views;
+4. one Adam step (Appendix F: lr 1e-4, batch 250, 160 for STL10, 50 epochs).
+
+==========  =====================================================  ==========================
+method      loss                                                   pseudo-labels
+==========  =====================================================  ==========================
+mi_d        MI-D [14]: mean H(sigma_i) - H(mean sigma), eq. (1)    none
+iic         IIC [16]: -I of the two views' joint distribution      none
+sela        SeLa [1]: mean H(y, sigma), eq. (4)                    Sinkhorn, whole data set
+mi_adm      MI-ADM [15]: eq. (5)                                   per batch
+cce         L_CCE, eq. (10)                                        PGD, per batch
+cce_plus    L_CCE+, eq. (11) ("Our" of Table 3)                    EM, per batch (Algorithm 1)
+==========  =====================================================  ==========================
+
+After every epoch the predictions on the un-augmented images (batch norm in eval mode)
+give the curves (loss, accuracy, NMI, ARI, clusters used), and a checkpoint is written
+atomically: model, optimizer, every RNG state, the epoch, curves and timings. A run started
+again with the same checkpoint path resumes after the last finished epoch and, on the
+same device and thread count, ends with the same curves, metrics and weights as a run
+that was never interrupted (on CUDA, cuDNN's non-deterministic kernels may make them differ
+by round-off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import math
+import os
+import platform
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import losses
+from .augment import SelfAugmentation
+from .methods import Method, get_method
+from .models import architecture_for, build_model
+
+__all__ = [
+    "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
+    "TrainingStopped", "check_device", "get_deep_method", "load_checkpoint", "run_deep", "train_deep",
+]
+
+RECORD_VERSION = 1
+CHECKPOINT_FORMAT = 1
+# The images of a `max_images` subset are drawn with this seed, whatever the run's seed,
+# so that every method and seed of a reduced experiment sees the same images.
+SUBSET_SEED = 0
+
+# Appendix F, deep setting, plus the options of the self-augmentation and the device.
+DEEP_TRAINING_DEFAULTS: dict[str, Any] = {
+    "epochs": 50,
+    "batch_size": 250,  # 160 for STL10 (Appendix F)
+    "lr": 1e-4,  # Adam
+    "weight_decay": 0.0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "precision": "float32",  # float32 | bf16 (autocast of the network only; losses and solvers stay float32/64)
+    "n_views": 2,  # augmented views per image, sigma_i = their mean softmax
+    "rotation": 25.0,  # degrees, 0 disables
+    "flip": "auto",  # true | false | auto (no flip for digits: mnist, digits)
+    "color": "auto",  # true | false | auto (RGB images only)
+    "max_images": None,  # a fixed random subset of this size (reduced runs); None: all images
+    "eval_batch_size": 1000,
+}
+# Options of the linear-head training of cce.methods that the deep loop replaces.
+_HEAD_ONLY = ("lr", "momentum", "weight_decay", "preprocess")
+_NO_FLIP = ("mnist", "digits")
+
+
+class DeepRunError(Exception):
+    """A run that cannot start as asked (unknown method or option, no network for the images, ...)."""
+
+
+class DeviceUnavailableError(DeepRunError):
+    """The requested device does not exist on this machine."""
+
+
+class TrainingStopped(Exception):
+    """Raised by ``stop_after_epoch``: the run stopped on purpose after a checkpoint."""
+
+    def __init__(self, epoch: int, checkpoint: Path | None):
+        super().__init__(f"stopped after epoch {epoch}" + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+@dataclass(frozen=True)
+class DeepMethod:
+    """One row of Table 3: either a method of :mod:`cce.methods` (pseudo-labels) or a loss on the views."""
+
+    name: str
+    title: str
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    base: Method | None = None  # pseudo-label step and network loss
+    view_loss: Callable[[Tensor, dict[str, Any]], Tensor] | None = None  # (view logits (V, B, K), state)
+
+    @property
+    def label_scope(self) -> str | None:
+        return self.base.label_scope if self.base is not None else None
+
+    def options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The method's defaults updated by ``options``; unknown names are an error."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise DeepRunError(f"deep method {self.name!r} has no option(s) {unknown}; "
+                               f"allowed: {sorted(self.defaults)}")
+        return {**self.defaults, **options}
+
+    def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        if self.base is not None:
+            return self.base.make_state(options, batch_size)
+        return dict(options)
+
+
+def _mi_d(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
+    return losses.mi_d_loss(view_logits, state["fairness_weight"])
+
+
+def _iic(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
+    # IIC pairs two views; with more, the mean over all pairs.
+    V = view_logits.shape[0]
+    pairs = [(s, t) for s in range(V) for t in range(s + 1, V)]
+    return sum(losses.iic_loss(view_logits[s], view_logits[t], state["lamb"]) for s, t in pairs) / len(pairs)
+
+
+def _from_base(name: str, title: str, extra: dict[str, Any] | None = None) -> DeepMethod:
+    base = get_method(name)
+    label_options = {k: v for k, v in base.defaults.items() if k not in _HEAD_ONLY and k not in DEEP_TRAINING_DEFAULTS}
+    return DeepMethod(name, title, base.description + " Deep: on view-averaged predictions sigma_i.",
+                      defaults={**DEEP_TRAINING_DEFAULTS, **label_options, **(extra or {})}, base=base)
+
+
+DEEP_METHODS: dict[str, DeepMethod] = {
+    m.name: m
+    for m in (
+        DeepMethod("mi_d", "MI-D",
+                   "IMSAT [14]: the MI loss of eq. (1) on view-averaged predictions, minimized by Adam; "
+                   "fairness_weight = 1 is eq. (1) as written.",
+                   defaults={**DEEP_TRAINING_DEFAULTS, "fairness_weight": 1.0}, view_loss=_mi_d),
+        DeepMethod("iic", "IIC",
+                   "IIC [16]: minus the mutual information of the symmetrized joint distribution of two "
+                   "views' predictions; lamb = 1 as in IIC.",
+                   defaults={**DEEP_TRAINING_DEFAULTS, "lamb": 1.0}, view_loss=_iic),
+        # SeLa refreshes its labels on the whole data set every `label_every` epochs.
+        _from_base("sela", "SeLa", {"label_every": 1}),
+        _from_base("mi_adm", "MI-ADM"),
+        _from_base("cce", "CCE (L_CCE, PGD)"),
+        _from_base("cce_plus", "Our"),
+    )
+}
+
+
+def get_deep_method(name: str) -> DeepMethod:
+    try:
+        return DEEP_METHODS[name]
+    except KeyError:
+        raise DeepRunError(f"unknown deep method {name!r}; known: {', '.join(DEEP_METHODS)}") from None
+
+
+# ----------------------------------------------------------------------------
+# Device, data on the device, model
+# ----------------------------------------------------------------------------
+def check_device(device: str) -> torch.device:
+    """The torch device for ``auto | cpu | cuda | cuda:N``; an unavailable one stops with a message."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise DeepRunError(f"device {device!r} is not a torch device ({err}); use auto, cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but CUDA is not available on {socket.gethostname()} "
+                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); set device to 'auto' "
+                "or 'cpu', or run on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"device {device!r} requested but only {torch.cuda.device_count()} "
+                                         "CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise DeepRunError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    return dev
+
+
+class Standardize(nn.Module):
+    """(x - mean_c) / std_c per channel with the data set's statistics, as the network's first step."""
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).to(torch.float32))
+        self.register_buffer("std", std.reshape(1, -1, 1, 1).to(torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _channels_first(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) -> (N, C, H, W), uint8."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        return images.transpose(0, 3, 1, 2)
+    raise DeepRunError(f"images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
+
+
+def _channel_stats(images: Tensor, pixel_max: float, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Mean and std per channel of uint8 images (N, C, H, W) scaled to [0, 1], in float64."""
+    C = images.shape[1]
+    s = torch.zeros(C, dtype=torch.float64, device=images.device)
+    s2 = torch.zeros_like(s)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i : i + chunk].to(torch.float64) / pixel_max
+        s += x.sum((0, 2, 3))
+        s2 += (x * x).sum((0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp(min=1e-12).sqrt()
+    return mean, std
+
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).data)
+    if labels is not None:
+        h.update(np.ascontiguousarray(labels, dtype=np.int64).data)
+    return h.hexdigest()
+
+
+def _amp(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict_probs(model: nn.Module, images: Tensor, aug: SelfAugmentation, batch_size: int,
+                  precision: str = "float32") -> Tensor:
+    """softmax of the network on un-augmented uint8 images (N, C, H, W) -> (N, K) float32, eval mode."""
+    model.eval()
+    out = []
+    with torch.inference_mode(), _amp(images.device, precision):
+        for i in range(0, images.shape[0], batch_size):
+            out.append(torch.softmax(model(aug.to_unit(images[i : i + batch_size])).float(), -1))
+    model.train()
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------
+def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": _python_rng_to_lists(random.getstate()),
+    }
+    state.update({name: g.get_state() for name, g in generators.items()})
+    return state
+
+
+def _python_rng_to_lists(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for name, g in generators.items():
+        g.set_state(state[name].cpu())
+
+
+def save_checkpoint(path: Path | str, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` atomically (temporary file, fsync, rename): a crash leaves the previous one."""
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`train_deep` (tensors only: loaded with ``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise DeepRunError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                           "delete it to start the run from scratch") from err
+
+
+# ----------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------
+def _resolve_auto(options: dict[str, Any], dataset: str | None, channels: int) -> dict[str, bool]:
+    flip = options["flip"]
+    if flip == "auto":
+        flip = dataset not in _NO_FLIP
+    color = options["color"]
+    if color == "auto":
+        color = channels == 3
+    if not isinstance(flip, bool) or not isinstance(color, bool):
+        raise DeepRunError(f"flip and color must be true, false or 'auto', got {options['flip']!r}, "
+                           f"{options['color']!r}")
+    return {"flip": flip, "color": color}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    # independent streams for the data order and the augmentation
+    order_seed, aug_seed = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
+    return int(order_seed) >> 1, int(aug_seed) >> 1
+
+
+def train_deep(
+    images: np.ndarray,
+    n_clusters: int,
+    method: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    y_true: np.ndarray | None = None,
+    *,
+    dataset: str | None = None,
+    pixel_max: float = 255.0,
+    checkpoint: Path | str | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train the Table 7 network for ``images`` (N, H, W) or (N, H, W, C) uint8 with a deep method.
+
+    ``options`` update the method's defaults (:data:`DEEP_METHODS`); ``y_true`` (N,) is used
+    only for the per-epoch curves, never for training; ``dataset`` decides ``flip: auto``.
+    With ``checkpoint``, the state after every epoch is saved there and an existing
+    compatible checkpoint is resumed; ``stop_after_epoch`` raises :class:`TrainingStopped`
+    after that epoch's checkpoint (to test and demonstrate a resume).
+    Returns the cluster of every image (N,) and an info dict (curves, timing, device).
+    """
+    from .metrics import clustering_scores
+
+    spec = get_deep_method(method)
+    opts = spec.options(options)
+    device = check_device(opts["device"])
+    if opts["precision"] not in ("float32", "bf16"):
+        raise DeepRunError(f"precision must be 'float32' or 'bf16', got {opts['precision']!r}")
+    if int(opts["n_views"]) < 1 or (spec.name == "iic" and int(opts["n_views"]) < 2):
+        raise DeepRunError(f"n_views must be >= 1 (>= 2 for iic), got {opts['n_views']}")
+    if images.dtype != np.uint8:
+        raise DeepRunError(f"images must be uint8, got {images.dtype}")
+    arch_shape = images.shape[1:]
+    try:
+        architecture_for(arch_shape)
+    except ValueError as err:
+        raise DeepRunError(str(err)) from None
+
+    X_np = np.ascontiguousarray(_channels_first(images))
+    N, C = X_np.shape[:2]
+    fingerprint = data_fingerprint(images, y_true)
+    auto = _resolve_auto(opts, dataset, C)
+    aug = SelfAugmentation(C, flip=auto["flip"], rotation=float(opts["rotation"]), color=auto["color"],
+                           pixel_max=pixel_max)
+    X = torch.from_numpy(X_np).to(device)  # uint8 on the device: 47 MB for MNIST, 184 MB for CIFAR10
+    batch_size = min(int(opts["batch_size"]), N)
+    V = int(opts["n_views"])
+
+    torch.manual_seed(seed)
+    mean, std = _channel_stats(X, pixel_max)
+    model = nn.Sequential(Standardize(mean, std), build_model(arch_shape, n_clusters)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
+    state = spec.make_state(opts, batch_size)
+    order_seed, aug_seed = _seeds(seed)
+    generators = {"order": torch.Generator().manual_seed(order_seed),
+                  "augment": torch.Generator().manual_seed(aug_seed)}
+
+    identity = {"method": spec.name, "seed": int(seed), "n_clusters": int(n_clusters), "data": fingerprint,
+                "options": {k: v for k, v in opts.items() if k != "device"}}
+    curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "n_clusters_nonempty": []}
+    if y_true is not None:
+        curves.update(accuracy=[], nmi=[], ari=[])
+    timing: dict[str, list] = {"epoch_s": [], "augment_s": [], "label_s": [], "network_s": [], "eval_s": []}
+    start_epoch, train_time, resumed_at = 0, 0.0, []
+    y_all: Tensor | None = None
+
+    if checkpoint is not None and Path(checkpoint).is_file():
+        # on the CPU first: load_state_dict moves each tensor to its parameter's device (Adam's
+        # step counters stay on the CPU, as Adam expects), the RNG states must be CPU tensors
+        ck = load_checkpoint(checkpoint)
+        if ck.get("format") != CHECKPOINT_FORMAT or ck.get("identity") != identity:
+            print(f"checkpoint {checkpoint} belongs to another run (method, seed, options or data differ); "
+                  "starting from scratch", file=sys.stderr)
+        else:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            _set_rng_state(ck["rng"], generators)
+            curves, timing = ck["curves"], ck["timing"]
+            start_epoch, train_time = int(ck["epoch"]), float(ck["train_time_s"])
+            resumed_at = list(ck["resumed_at"]) + [start_epoch]
+            y_all = ck["y_all"].to(device) if ck["y_all"] is not None else None
+            if progress:
+                print(f"resuming {spec.name} seed {seed} from {checkpoint} after epoch {start_epoch}",
+                      file=sys.stderr, flush=True)
+
+    probs: Tensor | None = None  # predictions of the current model on all images, when known
+    amp = _amp(device, opts["precision"])
+    label_every = int(opts.get("label_every", 1))
+    model.train()
+    for epoch in range(start_epoch, opts["epochs"]):
+        _sync(device)
+        t_epoch = time.perf_counter()
+        t_aug = t_label = 0.0
+        if spec.label_scope == "epoch" and (y_all is None or epoch % label_every == 0):
+            t0 = time.perf_counter()
+            if probs is None:
+                probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
+            y_all, _ = spec.base.label_step(probs, state)
+            _sync(device)
+            t_label += time.perf_counter() - t0
+        order = torch.randperm(N, generator=generators["order"]).to(device)
+        batch_losses, label_iters = [], []
+        for i in range(0, N, batch_size):
+            idx = order[i : i + batch_size]
+            B = idx.numel()
+            if B < 2:  # a lone image cannot express fairness
+                continue
+            t0 = time.perf_counter()
+            views = aug(X[idx], generators["augment"], V)
+            _sync(device)
+            t_aug += time.perf_counter() - t0
+            with amp:
+                logits = model(views)
+            view_logits = logits.float().view(V, B, n_clusters)
+            if spec.base is None:
+                loss = spec.view_loss(view_logits, state)
+            else:
+                mix = losses.view_mixture_logits(view_logits)
+                if spec.label_scope == "batch":
+                    t0 = time.perf_counter()
+                    y, label_info = spec.base.label_step(mix.detach().exp(), state)
+                    _sync(device)
+                    t_label += time.perf_counter() - t0
+                    label_iters.append(label_info.get("iterations", 0))
+                else:
+                    y = y_all[idx]
+                loss = spec.base.network_loss(mix, y, state)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch_losses.append(loss.detach())
+        _sync(device)
+        t_train = time.perf_counter() - t_epoch
+
+        t0 = time.perf_counter()
+        probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
+        pred = probs.argmax(-1).cpu().numpy()
+        t_eval = time.perf_counter() - t0
+        curves["epoch"].append(epoch + 1)
+        curves["loss"].append(float(torch.stack(batch_losses).double().mean()) if batch_losses else math.nan)
+        curves["label_iterations"].append(float(np.mean(label_iters)) if label_iters else 0.0)
+        curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
+        if y_true is not None:
+            scores = clustering_scores(y_true, pred)
+            for key in ("accuracy", "nmi", "ari"):
+                curves[key].append(scores[key])
+        timing["epoch_s"].append(t_train + t_eval)
+        timing["augment_s"].append(t_aug)
+        timing["label_s"].append(t_label)
+        timing["network_s"].append(t_train - t_aug - t_label)
+        timing["eval_s"].append(t_eval)
+        train_time += t_train + t_eval
+        if progress:
+            line = (f"{spec.name} seed {seed} epoch {epoch + 1}/{opts['epochs']} loss {curves['loss'][-1]:.4f} "
+                    f"clusters {curves['n_clusters_nonempty'][-1]}")
+            if y_true is not None:
+                line += f" acc {curves['accuracy'][-1]:.4f}"
+            line += (f" {t_train + t_eval:.1f} s (augment {t_aug:.1f}, labels {t_label:.1f}, "
+                     f"network {t_train - t_aug - t_label:.1f}, eval {t_eval:.1f})")
+            print(line, file=sys.stderr, flush=True)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(generators), "curves": curves, "timing": timing,
+                "y_all": y_all.cpu() if y_all is not None else None,
+                "train_time_s": train_time, "resumed_at": resumed_at,
+            })
+        if stop_after_epoch is not None and epoch + 1 == stop_after_epoch and epoch + 1 < opts["epochs"]:
+            raise TrainingStopped(epoch + 1, Path(checkpoint) if checkpoint is not None else None)
+
+    if probs is None:  # resumed from a finished checkpoint
+        probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
+    pred = probs.argmax(-1).cpu().numpy()
+    info = {
+        "device": str(device),
+        "precision": opts["precision"],
+        "torch_threads": torch.get_num_threads(),
+        "curves": curves,
+        "timing": timing,
+        "losses": {"network_loss": curves["loss"][-1] if curves["loss"] else math.nan},
+        "train_time_s": train_time,
+        "resumed_at_epochs": resumed_at,
+        "lam_effective": state.get("lam"),
+        "augmentation": aug.settings,
+        "architecture": model[1].arch.name,
+        "data_sha256": fingerprint,
+    }
+    return pred, info
+
+
+# ----------------------------------------------------------------------------
+# One run -> its record
+# ----------------------------------------------------------------------------
+def run_deep(
+    dataset: str,
+    root: Path | str,
+    method: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    experiment: str = "deep",
+    config_name: str | None = None,
+    checkpoint: Path | str | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``method`` on every image of the prepared ``dataset`` (train + test, Table 8); return the record.
+
+    The record has the fields of :func:`cce.runs.run_clustering`'s (metrics by Hungarian
+    matching, NMI, ARI, clusters used; options; per-epoch curves in ``info``; wall time;
+    device; versions) with ``data`` in place of ``features``.
+    """
+    from . import data
+    from .metrics import clustering_scores
+    from .provenance import git_commit, library_versions
+
+    spec = get_deep_method(method)
+    opts = spec.options(options)
+    check_device(opts["device"])  # before loading anything
+    dspec = data.get_spec(dataset)
+    images, labels = data.load(dataset, root, "all")
+    n_total = int(images.shape[0])
+    if opts["max_images"] is not None and int(opts["max_images"]) < n_total:
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(n_total, int(opts["max_images"]), replace=False))
+        images, labels = images[keep], labels[keep]
+
+    start = time.perf_counter()
+    pred, info = train_deep(images, dspec.n_classes, method, seed, opts, y_true=labels, dataset=dataset,
+                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
+                            progress=progress)
+    wall = time.perf_counter() - start
+    versions = library_versions()
+    try:
+        import kornia
+
+        versions["kornia"] = kornia.__version__
+    except ImportError:  # pragma: no cover - kornia is a dependency
+        pass
+    return {
+        "record_version": RECORD_VERSION,
+        "experiment": experiment,
+        "dataset": dataset,
+        "method": method,
+        "seed": int(seed),
+        "metrics": clustering_scores(labels, pred),
+        "n_clusters": int(dspec.n_classes),
+        "options": opts,
+        "info": info,
+        "wall_time_s": wall,
+        "device": info["device"],
+        "data": {
+            "root": str(root),
+            "n_examples": int(images.shape[0]),
+            "n_available": n_total,
+            "image_shape": list(images.shape[1:]),
+            "sha256": info["data_sha256"],
+        },
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "config": config_name,
+        "versions": versions,
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

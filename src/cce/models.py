@@ -1,0 +1,128 @@
+"""The VGG-style networks of Table 7 (paper appendix D/E) for deep self-labeled classification.
+
+Three trunks of four 5x5 convolutions, each followed by batch normalization and
+ReLU, with 2x2 max-pooling (stride 2) between them, and one linear layer to K
+logits:
+
+=========  ===========  ==========================  ======================
+name       input        convolutions (stride)       linear
+=========  ===========  ==========================  ======================
+grey28     28x28x1      @64, @128, @256, @512 (1)   512*3*3 -> K  (MNIST)
+rgb32      32x32x3      @32, @64, @128, @256 (1)    256*4*4 -> K  (CIFAR)
+rgb96      96x96x3      @128, @256, @512, @1024 (2) 1024*1*1 -> K (STL10)
+=========  ===========  ==========================  ======================
+
+Padding is 2 everywhere. Where the paper is silent we follow the VGG trunk of
+IIC [16] (which Table 7 is adapted from): convolutions carry no bias (the batch
+norm that follows has its own shift), convolution weights are Kaiming-normal
+(fan-in, ReLU gain), batch-norm scales 1 and shifts 0, the linear layer
+N(0, 0.01) with zero bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ARCHITECTURES", "Architecture", "VGG4", "architecture_for", "build_model", "count_parameters",
+           "get_architecture"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One column of Table 7: input (H, W, C), conv widths and stride, spatial size before the linear layer."""
+
+    name: str
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    widths: tuple[int, int, int, int]
+    stride: int
+    final_hw: int  # side of the last feature map, the linear layer's input is widths[-1] * final_hw**2
+    datasets: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("grey28", (28, 28, 1), (64, 128, 256, 512), 1, 3, "MNIST, Fashion-MNIST"),
+        Architecture("rgb32", (32, 32, 3), (32, 64, 128, 256), 1, 4, "CIFAR10, CIFAR100-20"),
+        Architecture("rgb96", (96, 96, 3), (128, 256, 512, 1024), 2, 1, "STL10"),
+    )
+}
+
+
+class VGG4(nn.Module):
+    """Table 7's "VGG-4": x (B, C, H, W) float -> logits (B, K).
+
+    ``features(x)`` returns the flattened trunk output (B, widths[-1] * final_hw**2).
+    """
+
+    def __init__(self, arch: Architecture | str, n_clusters: int):
+        super().__init__()
+        if isinstance(arch, str):
+            arch = get_architecture(arch)
+        if n_clusters < 1:
+            raise ValueError(f"n_clusters must be positive, got {n_clusters}")
+        self.arch = arch
+        layers: list[nn.Module] = []
+        in_ch = arch.input_shape[2]
+        for i, width in enumerate(arch.widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers += [
+                nn.Conv2d(in_ch, width, kernel_size=5, stride=arch.stride, padding=2, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            in_ch = width
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(arch.widths[-1] * arch.final_hw**2, n_clusters)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.head.weight, 0.0, 0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+
+
+def architecture_for(image_shape: tuple[int, ...]) -> Architecture:
+    """The Table 7 column for images of shape (H, W) or (H, W, C)."""
+    shape = tuple(image_shape) if len(image_shape) == 3 else (*image_shape, 1)
+    for arch in ARCHITECTURES.values():
+        if arch.input_shape == shape:
+            return arch
+    known = ", ".join(f"{a.name} {a.input_shape}" for a in ARCHITECTURES.values())
+    raise ValueError(f"no Table 7 network takes images of shape {shape} (H, W, C); known: {known}")
+
+
+def build_model(image_shape: tuple[int, ...], n_clusters: int) -> VGG4:
+    """The Table 7 network for images (H, W) or (H, W, C) with ``n_clusters`` outputs.
+
+    Initialized from torch's global RNG: seed it first for a reproducible network.
+    """
+    return VGG4(architecture_for(image_shape), n_clusters)
+
+
+@torch.no_grad()
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (batch-norm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
