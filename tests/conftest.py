@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,32 @@ def snakemake(*args, cwd, check=False, timeout=1200, snakefile=REPO / "Snakefile
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def copy_working_tree(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and untracked, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_clone(tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the repository that ran the tiny config end to end, in place, once per session.
+
+    The workflow, rerun and report tests all read this one run: every job of it is a process that
+    imports torch, the most expensive thing the suite does. Tests that change the clone undo it.
+    """
+    clone = copy_working_tree(tmp_path_factory.mktemp("clone") / "repo")
+    config = clone / "tests/configs/tiny.yaml"
+    proc = snakemake("--cores", "2", "--configfile", config, cwd=clone, snakefile=clone / "Snakefile")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return clone, config
 
 
 @pytest.fixture

@@ -91,3 +91,72 @@ def test_a_file_without_checksum_is_refused(tmp_path):
     np.savez(path, X=np.ones((2, 2), np.float32), y=np.zeros(2, np.int64), meta=np.array(json.dumps({})))
     with pytest.raises(FeatureFileError, match="no X_sha256 in its metadata"):
         load_features(path)
+
+
+# ----------------------------------------------------------------------------
+# `python -m cce cluster`: every user error is one line on stderr and exit 2
+# ----------------------------------------------------------------------------
+def run_cli(argv, capsys):
+    """(exit code, stderr, stdout) of the command line, as the shell sees them."""
+    from cce.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's errors leave through SystemExit
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, err, out
+
+
+def cluster_argv(features, out, method="kmeans", options="{}"):
+    return ["cluster", "--features", str(features), "--method", method, "--seed", "0",
+            "--options", options, "--out", str(out)]
+
+
+BAD_INPUTS = {
+    "missing file": (lambda p: p.unlink(), {}, "no such feature file"),
+    "damaged file": (truncate, {}, "damaged feature file"),
+    "checksum mismatch": (stale, {}, "X does not match the X_sha256 in its metadata"),
+    "unknown method": (None, {"method": "kmedoids"}, "unknown method 'kmedoids'; known methods: kmeans"),
+    "unknown option": (None, {"method": "cce_plus", "options": '{"lamda": 1}'},
+                       "method 'cce_plus' has no option(s) ['lamda']"),
+    "bad JSON in --options": (None, {"options": "{lam: 1}"}, "argument --options: not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_cluster_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
+    damage, argv_changes, message = BAD_INPUTS[case]
+    path, _, _ = features_file(tmp_path)
+    if damage is not None:
+        damage(path)
+    out = tmp_path / "record.json"
+    code, err, _ = run_cli(cluster_argv(path, out, **argv_changes), capsys)
+    assert code == 2, (case, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_the_installed_command_exits_2_with_the_message(tmp_path):
+    """The same through the interpreter's entry point (python -m cce), as the workflow's rules call it."""
+    import subprocess
+    import sys
+
+    path, _, _ = features_file(tmp_path)
+    stale(path)
+    proc = subprocess.run([sys.executable, "-m", "cce", *cluster_argv(path, tmp_path / "r.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "X does not match the X_sha256" in proc.stderr, proc.stderr
+
+
+def test_a_good_run_writes_its_record(tmp_path, capsys):
+    path, _, y = features_file(tmp_path)
+    out = tmp_path / "record.json"
+    code, err, stdout = run_cli(cluster_argv(path, out), capsys)
+    assert code == 0, err
+    record = json.loads(out.read_text())
+    assert record["method"] == "kmeans" and record["dataset"] == "blobs"
+    assert record["features"]["X_sha256"] == load_features(path)[2]["X_sha256"]
+    assert stdout.startswith("blobs kmeans seed 0: accuracy ")

@@ -30,7 +30,10 @@ def test_demo_without_fashion_mnist_says_why_and_what_to_do(tmp_path):
     env = {**os.environ, "CCE_IGNORE_SYSTEM_DATA": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     # -o: the venv is the one running this test; never reinstall it from inside a test
     proc = subprocess.run(["make", "-f", str(REPO / "Makefile"), "-o", str(REPO / ".venv/.installed"), "demo",
-                           f"DEMO_CONFIG={path}", "CORES=1"],
+                           f"DEMO_CONFIG={path}", "CORES=1",
+                           # Table 2 alone: the failing data step is its first job, and the jobs
+                           # that do not need the data (Table 1, Figures 1 and 3) are not waited for
+                           "DEMO_TARGETS=results/table2.csv"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     terminal = proc.stdout + proc.stderr
     assert proc.returncode != 0, terminal[-3000:]

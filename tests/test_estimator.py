@@ -350,7 +350,8 @@ def test_predict_before_fit_and_wrong_width(blobs):
 # ----------------------------------------------------------------------------
 # clustering quality with the defaults (the paper's budget: 50 epochs, batch 250, lr 0.1)
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", [0, 1, 2])
+# One seed: tests/test_methods.py fits every method on three seeds of a separable mixture.
+@pytest.mark.parametrize("seed", [0])
 @pytest.mark.parametrize("method", ["mi_gd", "mi_adm", "sela", "cce", "cce_plus"])
 def test_recovers_well_separated_blobs(method, seed):
     X, y = make_blobs(240, centers=3, n_features=5, random_state=seed)

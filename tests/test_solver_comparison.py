@@ -134,3 +134,43 @@ def test_figure3_data(lam):
     assert (d["w"] / (c - d["sigma"] / d["root"])).sum() == pytest.approx(1.0, abs=1e-12)
     assert (d["w"] / (c - d["sigma"] / d["lemma1_l"])).sum() >= 1.0
     np.testing.assert_allclose(d["y_star"], d["w"] / (c - d["sigma"] / d["root"]), rtol=1e-10)
+
+
+def test_paper_steps_are_the_caption_of_table_1():
+    # "For K2, eta_1 ~ eta_3 are 1, 10 and 20 respectively. For K20 and K200, eta_1 ~ eta_3 are 0.1, 1 and 5."
+    assert PAPER_STEPS == {2: (1.0, 10.0, 20.0), 20: (0.1, 1.0, 5.0), 200: (0.1, 1.0, 5.0)}
+
+
+def _row(method, objective, time_per_iter, step=np.nan, diverged=False):
+    return {"method": method, "K": 2, "lam": 0.4, "step": step, "objective": objective,
+            "final_objective": objective[-1], "iterations": len(objective), "time_per_iter": time_per_iter,
+            "time_to_converge": time_per_iter * len(objective), "diverged": diverged}
+
+
+def test_speedup_summary_on_runs_with_known_answers():
+    """Trajectories written by hand; every expected number below is worked out in the comments.
+
+    Each wrong choice gives another number: SQUAREM's speed-up inverted gives 2.0, timed with
+    total times instead of times per iteration 0.833; a diverged PGD chosen as the best gives ratio 0.01.
+    """
+    df = pd.DataFrame([
+        _row("EM", [5, 3, 2, 1.5, 1.2], 0.01),             # converges in 0.05 s
+        _row("EM-SQUAREM", [5, 1.5, 1.19], 0.04),           # 0.12 s: fewer, dearer iterations
+        _row("PGD", [5, 4, 3, 2, 1.25], 0.002, step=1.0),   # 0.01 s
+        _row("PGD", [5, 0.5], 0.0005, step=10.0, diverged=True),
+    ])
+    (s,) = speedup_summary(df).to_dict("records")
+    assert s["pgd_step"] == 1.0 and s["pgd_objective"] == 1.25  # the diverged run, though lower, is not "best"
+    # SQUAREM vs EM at the worse final objective, 1.2: EM first reaches it at iteration 4 (4 x 0.01 s),
+    # SQUAREM at iteration 2 (2 x 0.04 s); the speed-up is EM's time over SQUAREM's.
+    assert s["target_sq_vs_em"] == 1.2
+    assert s["em_time_at_target_sq"] == pytest.approx(0.04) and s["sq_time_at_target_em"] == pytest.approx(0.08)
+    assert s["squarem_speedup"] == pytest.approx(0.5)
+    # PGD vs EM: to convergence 0.01 / 0.05; at the worse final objective 1.25, EM at iteration 4
+    # (0.04 s) and PGD at iteration 4 (0.008 s)
+    assert s["ratio_pgd_over_em"] == pytest.approx(0.2)
+    assert s["target_em"] == 1.25 and s["pgd_time_at_target_em"] == pytest.approx(0.008)
+    assert s["ratio_at_equal_objective_em"] == pytest.approx(0.2)
+    # PGD vs SQUAREM: 0.01 / 0.12; at 1.25 SQUAREM is there at iteration 2 (1.19; 0.08 s)
+    assert s["ratio_pgd_over_sq"] == pytest.approx(0.01 / 0.12)
+    assert s["ratio_at_equal_objective_sq"] == pytest.approx(0.008 / 0.08)

@@ -20,13 +20,16 @@ predictions (Algorithm 1). "epoch": on the whole data set once per epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
-from . import losses, pseudolabels
-from .train import effective_lam, train_head
+if TYPE_CHECKING:
+    import torch
+
+# torch and the solvers are imported where they are called: the workflow reads this registry
+# (method names and defaults) when it parses the Snakefile, and every dry run would otherwise pay
+# for importing torch.
 
 # Options of every method that trains a linear head (Appendix F); the workflow
 # fills epochs, batch size, lr and weight decay from the config's `training:`.
@@ -60,6 +63,8 @@ class Method:
         return self.fit_fn is None
 
     def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        from .train import effective_lam
+
         state = dict(options)
         if "lam" in options:
             state["lam"] = effective_lam(options["lam"], options.get("lam_scale", "mean"), batch_size)
@@ -82,8 +87,11 @@ class Method:
         opts = self.options(options)
         if self.fit_fn is not None:
             return self.fit_fn(X, n_clusters, seed, **opts)
+        import torch
+
+        from .train import predict_logits, train_head
+
         head, pre, info = train_head(X, n_clusters, self, seed, opts, y_true=y_true, progress=progress)
-        from .train import predict_logits
 
         Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
         labels = predict_logits(head, Xt).argmax(-1).cpu().numpy()
@@ -116,23 +124,33 @@ def fit_kmeans(X: np.ndarray, n_clusters: int, seed: int, n_init: int = 1, max_i
 # Pseudo-label steps, network losses and objectives
 # ----------------------------------------------------------------------------
 def _mean_shannon(logits, y, state):
+    from . import losses
+
     return losses.shannon_cross_entropy_with_logits(y, logits).mean()
 
 
 def _mean_collision(logits, y, state):
+    from . import losses
+
     return losses.collision_cross_entropy_with_logits(y, logits).mean()
 
 
 def _mi_objective(sigma, state):
     """Eq. (1) with a weight on the fairness term: mean H(sigma) - w * H(mean sigma)."""
+    from . import losses
+
     return losses.entropy(sigma).mean() - state["fairness_weight"] * losses.entropy(sigma.mean(0))
 
 
 def _mi_loss(logits, y, state):
+    import torch
+
     return _mi_objective(torch.softmax(logits, -1), state)
 
 
 def _labels_mi_adm(sigma, state):
+    from . import pseudolabels
+
     return pseudolabels.mi_adm(sigma, lam=state["lam"], tol=state["tol"], max_iter=state["max_iter"])
 
 
@@ -144,15 +162,21 @@ def _objective_mi_adm(sigma, state):
 
 
 def _labels_sinkhorn(sigma, state):
+    from . import pseudolabels
+
     return pseudolabels.sinkhorn(sigma, n_iter=state["n_iter"], epsilon=state["epsilon"], tol=state["tol"])
 
 
 def _objective_sela(sigma, state):
+    from . import losses
+
     y, _ = _labels_sinkhorn(sigma, state)
     return losses.shannon_cross_entropy(y, sigma).mean()
 
 
 def _labels_pgd(sigma, state):
+    from . import pseudolabels
+
     return pseudolabels.pgd(sigma, state["lam"], fairness="kl", step=state["step"], tol=state["tol"],
                             max_iter=state["max_iter"])
 
@@ -162,6 +186,8 @@ def _objective_cce(sigma, state):
 
 
 def _labels_em(sigma, state):
+    from . import pseudolabels
+
     return pseudolabels.em(sigma, state["lam"], tol=state["tol"], max_iter=state["max_iter"],
                            acceleration=state["acceleration"])
 

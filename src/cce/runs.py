@@ -20,7 +20,6 @@ import numpy as np
 from .features import load_features
 from .io import write_json_atomic
 from .methods import get_method
-from .metrics import clustering_scores
 from .provenance import git_commit, library_versions
 
 RECORD_VERSION = 1
@@ -61,7 +60,7 @@ def run_clustering(
         "dataset": meta.get("dataset"),
         "method": method,
         "seed": int(seed),
-        "metrics": clustering_scores(y, labels),
+        "metrics": _scores(y, labels),
         "n_clusters": n_clusters,
         "options": opts,
         "info": info,
@@ -104,3 +103,11 @@ def read_record(path: Path | str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError(f"{path}: a run record is a JSON object, got {type(record).__name__}; {redo}")
     return record
+
+
+def _scores(y, labels):
+    # scikit-learn is imported here, not with the module: the table rules read records through this
+    # module and need neither it nor torch.
+    from .metrics import clustering_scores
+
+    return clustering_scores(y, labels)
