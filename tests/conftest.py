@@ -49,8 +49,8 @@ def tiny_clone(tmp_path_factory) -> tuple[Path, Path]:
     """
     clone = copy_working_tree(tmp_path_factory.mktemp("clone") / "repo")
     config = clone / "tests/configs/tiny.yaml"
-    # 2 to 3 min on an idle 2-core machine; the limit is for a hang, not for a busy machine (this run
-    # took over 20 min on one whose CPU pressure was above 50 %)
+    # The limit is for a hang, not for a busy machine: this run took over 20 min on a 2-core machine
+    # whose CPU pressure was above 50 %.
     proc = snakemake("--cores", "2", "--configfile", config, cwd=clone, snakefile=clone / "Snakefile",
                      timeout=3000)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
