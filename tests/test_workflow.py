@@ -64,14 +64,8 @@ def test_slurm_profile_requests_gpus_for_training(tmp_path):
     assert data_jobs and all("gpu=1" not in j and "slurm_partition=cpu" in j for j in data_jobs)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_clone):
-    """The tiny config run end to end (once per session, in a copy of the repository)."""
-    return tiny_clone
-
-
-def test_tiny_run_produces_every_output(tiny_run):
-    workdir, _ = tiny_run
+def test_tiny_clone_produces_every_output(tiny_clone):
+    workdir, _ = tiny_clone
     table = pd.read_csv(workdir / "results/table2.csv")
     assert list(table.columns) == ["method", "digits", "digits_std"]
     assert list(table["method"]) == ["kmeans", "cce", "cce_plus"]
@@ -104,7 +98,7 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
-def test_tiny_run_values_against_references_computed_here(tiny_run):
+def test_tiny_clone_values_against_references_computed_here(tiny_clone):
     """The numbers, not only the files: each trained method against a reference computed in this test."""
     from sklearn.cluster import KMeans
 
@@ -112,7 +106,7 @@ def test_tiny_run_values_against_references_computed_here(tiny_run):
     from cce.metrics import hungarian_accuracy
     from cce.runs import run_clustering
 
-    workdir, _ = tiny_run
+    workdir, _ = tiny_clone
     runs = workdir / "results/runs"
     features = workdir / "results/features/digits/pixels.npz"
     X, y, _ = load_features(features)
@@ -153,15 +147,15 @@ def test_tiny_run_values_against_references_computed_here(tiny_run):
     assert mean["info"]["curves"]["loss"] != batch["info"]["curves"]["loss"]
 
 
-def test_different_seeds_differ(tiny_run):
-    workdir, _ = tiny_run
+def test_different_seeds_differ(tiny_clone):
+    workdir, _ = tiny_clone
     runs = workdir / "results/runs/clustering/digits/cce_plus"
     a, b = (json.loads((runs / f"seed{s}.json").read_text()) for s in (0, 1))
     assert a["info"]["curves"]["loss"] != b["info"]["curves"]["loss"]  # different seeds, different inits
 
 
-def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_run):
-    workdir, config = tiny_run
+def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_clone):
+    workdir, config = tiny_clone
     proc = snakemake("-n", "--cores", "2", "--configfile", config, cwd=workdir, snakefile=workdir / "Snakefile",
                      check=True)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -49,6 +49,10 @@ def run_clustering(
     X, y, meta = load_features(features_path)
     n_clusters = int(meta.get("n_classes") or np.unique(y).size)
 
+    # scikit-learn (and torch, in fit) are imported here, not with the module: the table rules read
+    # records through this module and need neither.
+    from .metrics import clustering_scores
+
     seed_everything(seed)
     start = time.perf_counter()
     labels, info = spec.fit(X, n_clusters, seed, opts, y_true=y)
@@ -60,7 +64,7 @@ def run_clustering(
         "dataset": meta.get("dataset"),
         "method": method,
         "seed": int(seed),
-        "metrics": _scores(y, labels),
+        "metrics": clustering_scores(y, labels),
         "n_clusters": n_clusters,
         "options": opts,
         "info": info,
@@ -103,11 +107,3 @@ def read_record(path: Path | str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError(f"{path}: a run record is a JSON object, got {type(record).__name__}; {redo}")
     return record
-
-
-def _scores(y, labels):
-    # scikit-learn is imported here, not with the module: the table rules read records through this
-    # module and need neither it nor torch.
-    from .metrics import clustering_scores
-
-    return clustering_scores(y, labels)
