@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for CI and for trying the workflow's SLURM profiles.
 #
-#   .ci/slurm-cluster.sh up     [STATE_DIR]   install slurm-wlm and munge if missing, start munged, slurmctld, slurmd
+#   .ci/slurm-cluster.sh install              install Debian's slurm-wlm and munge if missing (needs root or sudo)
+#   .ci/slurm-cluster.sh up     [STATE_DIR]   install them if missing, start munged, slurmctld, slurmd
 #   .ci/slurm-cluster.sh status [STATE_DIR]   sinfo of that cluster
 #   .ci/slurm-cluster.sh down   [STATE_DIR]   cancel its jobs, stop its daemons by their pid files
 #
@@ -34,7 +35,7 @@ CONF=$STATE_DIR/slurm.conf
 export SLURM_CONF=$CONF
 
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 64
 }
 [ -n "$cmd" ] || usage
@@ -250,6 +251,7 @@ status() {
 }
 
 case "$cmd" in
+    install) install_slurm ;;
     up) up ;;
     down) [ ! -d "$STATE_DIR/run" ] || down_daemons ;;
     status) PATH=$PATH:/usr/sbin:/sbin; status ;;

@@ -66,44 +66,49 @@ def test_one_sample_is_refused_with_a_clear_message():
         SelfLabelingClassifier(n_clusters=2).fit(np.ones((1, 3)))
 
 
-def test_one_feature_fits():
+@pytest.mark.parametrize("method", HEAD_METHODS)
+def test_one_feature_fits(method):
     X = np.r_[np.random.RandomState(0).normal(-5, 1, 20), np.random.RandomState(1).normal(5, 1, 20)][:, None]
-    clf = _fast(n_clusters=2, random_state=0).fit(X)
+    clf = _quick(method).set_params(n_clusters=2, random_state=0).fit(X)
     assert clf.coef_.shape == (2, 1)
-    assert hungarian_accuracy(np.repeat([0, 1], 20), clf.labels_) == 1.0
+    assert hungarian_accuracy(np.repeat([0, 1], 20), clf.labels_) == 1.0, method
 
 
-def test_predict_refuses_1d_input(blobs):
+@pytest.mark.parametrize("method", HEAD_METHODS)
+def test_predict_refuses_1d_input(blobs, method):
     X, _ = blobs
-    clf = _fast(n_clusters=2, random_state=0).fit(X)
-    for method in (clf.predict, clf.predict_proba, clf.decision_function):
+    clf = _quick(method).set_params(n_clusters=2, random_state=0).fit(X)
+    for predict in (clf.predict, clf.predict_proba, clf.decision_function):
         with pytest.raises(ValueError, match="Expected 2D array"):
-            method(X[0])
+            predict(X[0])
 
 
+@pytest.mark.parametrize("method", HEAD_METHODS)
 @pytest.mark.parametrize("n_clusters", [2, 3])
-def test_methods_invariant_to_subsets_and_order(blobs, n_clusters):
+def test_methods_invariant_to_subsets_and_order(blobs, n_clusters, method):
     X, _ = blobs
-    clf = _fast(n_clusters=n_clusters, random_state=0).fit(X)
+    clf = _quick(method).set_params(n_clusters=n_clusters, random_state=0).fit(X)
     perm = np.random.RandomState(0).permutation(len(X))
-    for method in ("predict", "predict_proba", "decision_function"):
-        full = getattr(clf, method)(X)
-        np.testing.assert_allclose(getattr(clf, method)(X[perm]), full[perm], rtol=1e-12, atol=1e-12)
+    for name in ("predict", "predict_proba", "decision_function"):
+        full = getattr(clf, name)(X)
+        np.testing.assert_allclose(getattr(clf, name)(X[perm]), full[perm], rtol=1e-12, atol=1e-12)
         for batch in np.array_split(np.arange(len(X)), 7):
-            np.testing.assert_allclose(getattr(clf, method)(X[batch]), full[batch], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(getattr(clf, name)(X[batch]), full[batch], rtol=1e-12, atol=1e-12)
 
 
-def test_fit_adds_only_trailing_underscore_attributes_and_keeps_params(blobs):
+@pytest.mark.parametrize("method", HEAD_METHODS)
+def test_fit_adds_only_trailing_underscore_attributes_and_keeps_params(blobs, method):
     X, _ = blobs
-    opts = {"fairness_weight": 1.0}
-    clf = _fast(n_clusters=2, random_state=0, method_options=opts)
+    opts = dict(_QUICK[method])
+    clf = SelfLabelingClassifier(n_clusters=2, method=method, epochs=10, random_state=0, method_options=opts)
     params = clf.get_params()
+    snapshot = dict(opts)
     before = set(vars(clf))
     clf.fit(X)
     added = set(vars(clf)) - before
     assert added and all(a.endswith("_") and not a.startswith("_") for a in added), added
     assert clf.get_params() == params
-    assert clf.method_options is opts and opts == {"fairness_weight": 1.0}
+    assert clf.method_options is opts and opts == snapshot  # the user's dict is not changed
 
 
 # ----------------------------------------------------------------------------

@@ -189,3 +189,90 @@ def test_lam_scale_batch_and_mean_give_different_lam_and_records(tmp_path):
     assert records["mean"]["options"]["lam_scale"] == "mean" and records["batch"]["options"]["lam_scale"] == "batch"
     assert records["mean"]["info"]["curves"]["loss"] != records["batch"]["info"]["curves"]["loss"]
     assert records["mean"]["info"]["losses"]["objective"] != records["batch"]["info"]["losses"]["objective"]
+
+
+# ----------------------------------------------------------------------------
+# discriminating data: each method's y-step, through its registry entry, against an
+# independent minimizer of the objective as the paper writes it
+# ----------------------------------------------------------------------------
+def imbalanced_posteriors(n=100, seed=0):
+    """Soft, overlapping predictions (n, 3) whose mean leans away from uniform (about 0.58 / 0.35 /
+    0.08; argmax shares 0.64 / 0.32 / 0.04): the fairness term decides how far each method moves
+    y from them, and the two readings of lam, or lam / M, move it by different amounts."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=1.5, size=(n, 3)) + np.array([1.5, 0.5, -1.5])
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def objective_as_written(y, sigma, lam, fairness, cross_entropy):
+    """mean_i CE(y_i, sigma_i) + lam * fairness(ybar), uniform prior: eq. (5), (10) and (11)."""
+    ce = -np.log((y * sigma).sum(1)) if cross_entropy == "collision" else -(y * np.log(sigma)).sum(1)
+    ybar, u = y.mean(0), np.full(y.shape[1], 1 / y.shape[1])
+    kl = (ybar * np.log(ybar / u)).sum() if fairness == "kl" else (u * np.log(u / ybar)).sum()
+    return ce.mean() + lam * kl
+
+
+def minimize_as_written(sigma, lam, fairness, cross_entropy):
+    """min over y in the simplex rows of :func:`objective_as_written`, by L-BFGS on y = softmax(z)
+    with finite-difference-free autograd gradients (torch, float64): no code of cce.pseudolabels."""
+    from scipy.optimize import minimize
+
+    s = torch.from_numpy(sigma)
+
+    def f(z):
+        zt = torch.from_numpy(z.reshape(sigma.shape)).requires_grad_()
+        y = torch.softmax(zt, 1)
+        ce = (-torch.log((y * s).sum(1)) if cross_entropy == "collision" else -(y * torch.log(s)).sum(1)).mean()
+        ybar = y.mean(0)
+        u = torch.full_like(ybar, 1 / ybar.numel())
+        kl = (ybar * torch.log(ybar / u)).sum() if fairness == "kl" else (u * torch.log(u / ybar)).sum()
+        value = ce + lam * kl
+        value.backward()
+        return value.item(), zt.grad.numpy().ravel().copy()
+
+    res = minimize(f, np.log(sigma).ravel(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 20000, "ftol": 1e-15, "gtol": 1e-11})
+    z = res.x.reshape(sigma.shape)
+    return np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+
+
+CROSS_ENTROPY = {"mi_adm": "shannon", "cce": "collision", "cce_plus": "collision"}
+
+
+@pytest.mark.parametrize("lam_scale", ["mean", "batch"])
+@pytest.mark.parametrize("method", ["mi_adm", "cce", "cce_plus"])
+def test_label_step_minimizes_the_objective_the_config_names(method, lam_scale):
+    """The method's y-step (make_state + label_step, as training calls them) reaches the
+    minimum of its objective at the lam its lam_scale implies; the minimizers of the objective
+    with the other fairness direction or the other reading of lam are measurably worse on it,
+    so a solver wired to either would fail here."""
+    sigma = imbalanced_posteriors()
+    n = sigma.shape[0]
+    lam_config = 100.0  # the paper's lam: 100 as written (mean), 100 / M = 1 for eq. (15) (batch)
+    lam = lam_config if lam_scale == "mean" else lam_config / n  # eq. (10)/(11) as written, or eq. (15)
+    spec = get_method(method)
+    state = spec.make_state(spec.options({"lam": lam_config, "lam_scale": lam_scale, "tol": 1e-12,
+                                          "max_iter": 100000}), batch_size=n)
+    y, _ = spec.label_step(torch.from_numpy(sigma), state)
+    y = y.double().numpy()
+
+    fairness, ce = FAIRNESS[method], CROSS_ENTROPY[method]
+    best = minimize_as_written(sigma, lam, fairness, ce)
+    f_best = objective_as_written(best, sigma, lam, fairness, ce)
+    f_method = objective_as_written(y, sigma, lam, fairness, ce)
+    assert f_method <= f_best + 1e-6, (f_method, f_best)
+    np.testing.assert_allclose(y.mean(0), best.mean(0), atol=2e-3)
+
+    # The wrong wirings: the other reading of lam, lam / M (as if M-step weights were used for
+    # lam), and, where ybar stays away from u (lam = 1, the batch reading), the other KL direction.
+    # At lam = 100 both directions hold ybar within 1e-3 of u and cannot be told apart by y.
+    wrongs = {"other reading": (lam_config / n if lam_scale == "mean" else lam_config, fairness),
+              "lam / M": (lam / n, fairness)}
+    if lam_scale == "batch":
+        wrongs["other direction"] = (lam, "reverse_kl" if fairness == "kl" else "kl")
+    for name, (wrong_lam, wrong_fairness) in wrongs.items():
+        wrong = minimize_as_written(sigma, wrong_lam, wrong_fairness, ce)
+        # worse on the right objective by far more than the solvers' error, and with cluster
+        # proportions further away than the tolerance above
+        assert objective_as_written(wrong, sigma, lam, fairness, ce) > f_best + 1e-3, name
+        assert np.abs(wrong.mean(0) - best.mean(0)).max() > 1e-2, name
