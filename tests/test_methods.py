@@ -276,3 +276,26 @@ def test_label_step_minimizes_the_objective_the_config_names(method, lam_scale):
         # proportions further away than the tolerance above
         assert objective_as_written(wrong, sigma, lam, fairness, ce) > f_best + 1e-3, name
         assert np.abs(wrong.mean(0) - best.mean(0)).max() > 1e-2, name
+
+
+@pytest.mark.parametrize("method", ["mi_adm", "cce", "cce_plus", "sela"])
+def test_the_record_counts_y_steps_stopped_at_max_iter_and_warns(tmp_path, method):
+    X, y = blobs(0)
+    path = tmp_path / "features.npz"
+    save_features(path, X, y, {"dataset": "blobs", "extractor": "raw", "n_classes": 4})
+    cap = {"n_iter": 1} if method == "sela" else {"max_iter": 1}
+    # batches of 100: 3 y-steps per epoch (SeLa: one per epoch, on all points)
+    base = {"epochs": 2, "batch_size": 100, "device": "cpu"}
+    steps = 2 if method == "sela" else 6
+    with pytest.warns(Warning, match=rf"{method}: {steps} of {steps} pseudo-label steps stopped at max_iter=1"):
+        capped = run_clustering(path, method, seed=0, options={**base, **cap, "tol": 1e-14})
+    assert capped["info"]["label_steps"] == steps
+    assert capped["info"]["label_steps_at_max_iter"] == steps
+    assert capped["info"]["curves"]["label_steps_at_max_iter"] == [steps // 2] * 2
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged run warns nothing
+        free = run_clustering(path, method, seed=0, options={**base, **{k: 100000 for k in cap}})
+    assert free["info"]["label_steps"] == steps and free["info"]["label_steps_at_max_iter"] == 0

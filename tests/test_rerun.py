@@ -52,14 +52,19 @@ def test_changing_one_method_option_reruns_that_method_only(tiny_clone, tmp_path
     assert "variant=cce_plus" in out and "variant=cce," not in out and "variant=kmeans" not in out
 
 
-def test_report_holds_the_tables_with_their_captions(tiny_clone):
+def test_report_holds_every_table_and_figure_with_its_caption(tiny_clone):
+    """The report of the whole config, as `make demo` builds it: every table and figure with its caption."""
     clone, config = tiny_clone
-    snakemake(*TARGETS, "--cores", "1", "--report", "results/report.html", "--configfile", config, cwd=clone,
+    snakemake("--cores", "1", "--report", "results/report.html", "--configfile", config, cwd=clone,
               snakefile=clone / "Snakefile", check=True)
     html = (clone / "results/report.html").read_text()
-    for caption in ("Table 2 of the paper", "Table 5 of the paper", "The executed notebook"):
+    captions = ("Table 1 of the paper", "Table 2 of the paper", "Table 5 of the paper", "Figure 1 of the paper",
+                "Figure 3 of the paper", "The lam study", "The executed notebook")
+    for caption in captions:
         assert caption in html, caption
-    assert "table2.csv" in html and "table5.csv" in html
+    for output in ("table1.csv", "table2.csv", "table5.csv", "figure1.png", "figure3.png", "lambda.png",
+                   "lam_study.csv"):
+        assert output in html, output
     # the report is made from the finished run: still nothing to do afterwards
     assert plan(clone, config) == {}
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ def effective_lam(lam: float, lam_scale: str, batch_size: int) -> float:
     if lam_scale == "batch":
         return float(lam) / batch_size
     raise ValueError(f"lam_scale must be 'mean' or 'batch', got {lam_scale!r}")
+
+
+class ConvergenceWarning(UserWarning):
+    """A pseudo-label solver stopped at its iteration cap before meeting its tolerance."""
 
 
 class LinearHead(torch.nn.Module):
@@ -94,6 +99,7 @@ def train_head(
     options: dict[str, Any],
     y_true: np.ndarray | None = None,
     progress: bool = True,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[LinearHead, Preprocessor, dict[str, Any]]:
     """Train a linear head on X (N, D) with ``method`` (a :class:`cce.methods.Method`).
 
@@ -117,9 +123,11 @@ def train_head(
                                 weight_decay=options["weight_decay"])
     state = method.make_state(options, batch_size)
 
-    curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "n_clusters_nonempty": []}
+    curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "label_steps_at_max_iter": [],
+                               "n_clusters_nonempty": []}
     if y_true is not None:
         curves["accuracy"] = []
+    label_steps = 0
     start = time.perf_counter()
     epochs = tqdm(range(options["epochs"]), desc=f"{method.name} seed {seed}", file=sys.stderr,
                   disable=not progress, mininterval=5.0)
@@ -129,8 +137,10 @@ def train_head(
             sigma_all = torch.softmax(predict_logits(head, Xt), -1)
             y_all, label_info = method.label_step(sigma_all, state)
             epoch_label_iters = [label_info.get("iterations", 0)]
+            epoch_capped = int(not label_info.get("converged", True))
         else:
             epoch_label_iters = []
+            epoch_capped = 0
         order = torch.randperm(N, generator=generator).to(device)
         losses = []
         for i in range(0, N, batch_size):
@@ -141,6 +151,7 @@ def train_head(
             if method.label_scope == "batch":
                 y, label_info = method.label_step(torch.softmax(logits.detach(), -1), state)
                 epoch_label_iters.append(label_info.get("iterations", 0))
+                epoch_capped += not label_info.get("converged", True)
             elif method.label_scope == "epoch":
                 y = y_all[idx]
             else:
@@ -157,6 +168,8 @@ def train_head(
         curves["loss"].append(float(np.mean(torch.stack(losses).cpu().numpy().astype(np.float64)))
                               if losses else math.nan)
         curves["label_iterations"].append(float(np.mean(epoch_label_iters)) if epoch_label_iters else 0.0)
+        curves["label_steps_at_max_iter"].append(int(epoch_capped))
+        label_steps += len(epoch_label_iters)
         curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
         postfix = {"loss": f"{curves['loss'][-1]:.4f}", "clusters": curves["n_clusters_nonempty"][-1]}
         if y_true is not None:
@@ -166,6 +179,8 @@ def train_head(
         if progress and not sys.stderr.isatty():
             print(f"epoch {epoch + 1}/{options['epochs']} " + " ".join(f"{k} {v}" for k, v in postfix.items()),
                   file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
 
     train_time = time.perf_counter() - start
     sigma_all = torch.softmax(predict_logits(head, Xt), -1)
@@ -176,5 +191,15 @@ def train_head(
         "losses": {"network_loss": curves["loss"][-1] if curves["loss"] else math.nan, "objective": objective},
         "train_time_s": train_time,
         "lam_effective": state.get("lam"),
+        # y-steps (pseudo-label solves) of training, and those that stopped at max_iter before
+        # meeting tol: their y is not the minimizer the method's objective assumes.
+        "label_steps": label_steps,
+        "label_steps_at_max_iter": int(sum(curves["label_steps_at_max_iter"])),
     }
+    if info["label_steps_at_max_iter"]:
+        warnings.warn(
+            f"{method.name}: {info['label_steps_at_max_iter']} of {label_steps} pseudo-label steps stopped at "
+            f"max_iter={state.get('max_iter', state.get('n_iter'))} before meeting tol={state.get('tol')}; "
+            "raise max_iter (or loosen tol) for the minimizer the objective assumes",
+            ConvergenceWarning, stacklevel=2)
     return head, pre, info

@@ -25,7 +25,7 @@ rule notebook_figure:
     input:
         template=lambda wc: notebook_template(wc.figure),
     output:
-        figure=report("results/figures/{figure}.png", caption="../report/{figure}.rst", category="Figures"),
+        figure=report("results/figures/{figure}.png", caption="../report/figure.rst", category="Figures"),
         notebook="results/notebooks/{figure}.ipynb",
         html=report("results/notebooks/{figure}.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
