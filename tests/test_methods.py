@@ -94,8 +94,9 @@ IMPLIED_FAIRNESS = {"em": "reverse_kl", "em_map": "reverse_kl", "mi_adm": "kl"}
 
 
 def spy_on_solvers(monkeypatch):
-    """Record (name, arguments) of every call to a public function of cce.pseudolabels,
-    wherever cce.methods looks it up (the module, or a name imported from it)."""
+    """Record (name, arguments) of every call to a public function of cce.pseudolabels and
+    cce.interior_point, wherever cce.methods looks it up (the module, or a name imported from it)."""
+    import cce.interior_point as ip
     import cce.methods
     import cce.pseudolabels as pl
 
@@ -112,24 +113,31 @@ def spy_on_solvers(monkeypatch):
 
         return spy
 
-    for name in pl.__all__:
-        original = getattr(pl, name)
-        if not callable(original):
-            continue
-        spy = spy_for(name, original)
-        monkeypatch.setattr(pl, name, spy)
-        if getattr(cce.methods, name, None) is original:
-            monkeypatch.setattr(cce.methods, name, spy)
+    for module in (pl, ip):
+        for name in module.__all__:
+            original = getattr(module, name)
+            if not callable(original):
+                continue
+            spy = spy_for(name, original)
+            monkeypatch.setattr(module, name, spy)
+            if getattr(cce.methods, name, None) is original:
+                monkeypatch.setattr(cce.methods, name, spy)
     return calls
 
 
 @pytest.mark.parametrize("lam_scale", ["mean", "batch"])
-@pytest.mark.parametrize("method", ["mi_adm", "cce", "cce_plus"])
-def test_solvers_receive_the_configured_lam_fairness_and_prior(monkeypatch, method, lam_scale):
+@pytest.mark.parametrize(("method", "solver"), [("mi_adm", None), ("cce", "interior_point"), ("cce", "pgd"),
+                                                ("cce_plus", "interior_point"), ("cce_plus", "em")])
+def test_solvers_receive_the_configured_lam_fairness_and_prior(monkeypatch, method, solver, lam_scale):
     X, _ = blobs(0)  # 300 points: batches of 100, 100, 100
     calls = spy_on_solvers(monkeypatch)
     options = {"epochs": 2, "batch_size": 100, "lam": 3.0, "lam_scale": lam_scale, "device": "cpu"}
+    if solver is not None:
+        options["solver"] = solver
     _, info = get_method(method).fit(X, 4, 0, options, progress=False)
+    # the solver the option names, and no other, solved every y-problem
+    expected = {"interior_point": "interior_point", "pgd": "pgd", "em": "em", None: "mi_adm"}[solver]
+    assert {name for name, args in calls if "lam" in args and name != "dual_bound"} == {expected}
     # eq. (10)/(11) as written pass lam; eq. (15) read literally is lam / M for a batch of M = 100
     lam = 3.0 if lam_scale == "mean" else 3.0 / 100
     assert info["lam_effective"] == pytest.approx(lam, rel=1e-12)
@@ -299,3 +307,15 @@ def test_the_record_counts_y_steps_stopped_at_max_iter_and_warns(tmp_path, metho
         warnings.simplefilter("error")  # a converged run warns nothing
         free = run_clustering(path, method, seed=0, options={**base, **{k: 100000 for k in cap}})
     assert free["info"]["label_steps"] == steps and free["info"]["label_steps_at_max_iter"] == 0
+
+
+def test_solver_choices_are_checked():
+    with pytest.raises(ValueError, match=r"option 'solver' must be one of \['interior_point', 'em'\], got 'newton'"):
+        get_method("cce_plus").options({"solver": "newton"})
+    with pytest.raises(ValueError, match=r"option 'solver' must be one of \['interior_point', 'pgd'\]"):
+        get_method("cce").options({"solver": "em"})
+    from cce.deep import DeepRunError, get_deep_method
+
+    with pytest.raises(DeepRunError, match="option 'solver' must be one of"):
+        get_deep_method("cce_plus").options({"solver": "pgd"})
+    assert get_method("cce_plus").options({"solver": "em"})["solver"] == "em"

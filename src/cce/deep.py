@@ -127,6 +127,10 @@ class DeepMethod:
         if unknown:
             raise DeepRunError(f"deep method {self.name!r} has no option(s) {unknown}; "
                                f"allowed: {sorted(self.defaults)}")
+        for name, allowed in (self.base.choices if self.base is not None else {}).items():
+            if name in options and options[name] not in allowed:
+                raise DeepRunError(f"deep method {self.name!r}: option {name!r} must be one of {list(allowed)}, "
+                                   f"got {options[name]!r}")
         return {**self.defaults, **options}
 
     def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
@@ -167,7 +171,7 @@ DEEP_METHODS: dict[str, DeepMethod] = {
         # SeLa refreshes its labels on the whole data set every `label_every` epochs.
         _from_base("sela", "SeLa", {"label_every": 1}),
         _from_base("mi_adm", "MI-ADM"),
-        _from_base("cce", "CCE (L_CCE, PGD)"),
+        _from_base("cce", "CCE (L_CCE)"),
         _from_base("cce_plus", "Our"),
     )
 }

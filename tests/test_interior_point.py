@@ -1,0 +1,157 @@
+"""The barrier Newton y-step (cce.interior_point) against EM run to convergence, PGD, and the dual bound."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cce.interior_point import _newton_direction, _parts, interior_point
+from cce.losses import check_prior, self_labeling_objective
+from cce.pseudolabels import dual_bound, em, pgd
+
+F64 = torch.float64
+
+
+def softmax_sigma(M, K, seed, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(M, K, generator=g, dtype=F64) + torch.linspace(0, 2, K, dtype=F64)
+    return torch.softmax(logits, -1)
+
+
+def certified_em(sigma, lam, prior=None):
+    """EM of Section 4 run to convergence, its own dual gap below 1e-8 relative: the reference.
+    Both results are then within 1e-8 of the optimum, so they agree to 1e-8."""
+    y, info = em(sigma, lam, prior, tol=1e-15, max_iter=5000, acceleration="squarem")
+    f = info["objective"][-1]
+    assert f - dual_bound(y, sigma, lam, prior) <= 1e-8 * max(f, 1e-3), "the reference itself did not converge"
+    return f
+
+
+def test_newton_step_equals_the_dense_kkt_solve():
+    """The O(M K^2) step against the (MK + M)-dimensional KKT system built from autograd's Hessian."""
+    M, K, lam, t = 6, 4, 2.0, 7.0
+    sigma = softmax_sigma(M, K, 1, scale=1.0)
+    y = softmax_sigma(M, K, 2, scale=1.0)
+    prior = check_prior(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64), K, sigma)
+    A = torch.kron(torch.eye(M, dtype=F64), torch.ones(1, K, dtype=F64))
+    for reverse in (True, False):
+        def phi(flat):
+            return t * _parts(flat.reshape(M, K), sigma, lam, prior, reverse)[0] - torch.log(flat).sum()
+
+        g, s, ybar = _parts(y, sigma, lam, prior, reverse)
+        d, dec2 = _newton_direction(y, sigma, s, ybar, t, lam, prior, reverse)
+        grad = torch.autograd.functional.jacobian(phi, y.reshape(-1))
+        H = torch.autograd.functional.hessian(phi, y.reshape(-1))
+        kkt = torch.cat([torch.cat([H, A.T], 1), torch.cat([A, torch.zeros(M, M, dtype=F64)], 1)])
+        dense = torch.linalg.solve(kkt, torch.cat([-grad, torch.zeros(M, dtype=F64)]))[: M * K]
+        torch.testing.assert_close(d.reshape(-1), dense, rtol=1e-9, atol=1e-12)
+        assert dec2 == pytest.approx(float(-(grad * dense).sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize(("M", "K", "lam"), [(8, 3, 0.3), (8, 3, 20.0), (250, 10, 0.4), (250, 2, 100.0),
+                                             (250, 20, 1.0)])
+def test_same_optimum_as_em_with_a_certified_gap(M, K, lam):
+    sigma = softmax_sigma(M, K, M + K)
+    y, info = interior_point(sigma, lam, tol=1e-11, certify=True)
+    f = float(self_labeling_objective(y, sigma, lam))
+    assert f == pytest.approx(info["objective"][-1], rel=1e-12)
+    assert info["converged"] and info["dual_gap"] <= 1e-8 * f
+    f_em = certified_em(sigma, lam)
+    assert abs(f - f_em) <= 1e-8 * f_em
+    assert torch.allclose(y.sum(1), torch.ones(M, dtype=F64), atol=1e-12) and bool((y > 0).all())
+
+
+@pytest.mark.parametrize(("K", "seed"), [(10, 260), (20, 5)])
+def test_where_em_is_slow_the_interior_point_is_not(K, seed):
+    """lam = 100 (Table 1's hard case): SQUAREM-accelerated EM does not certify 1e-8 in 2000
+    iterations; the interior point does in tens of Newton steps and ends below EM's objective,
+    far below it at the paper's stopping rule for EM (tol 1e-6, 200 iterations)."""
+    sigma = softmax_sigma(250, K, seed)
+    y, info = interior_point(sigma, 100.0, tol=1e-10, certify=True)
+    f = info["objective"][-1]
+    assert info["iterations"] <= 100 and info["dual_gap"] <= 1e-8 * f
+    y_long, long = em(sigma, 100.0, tol=1e-15, max_iter=2000, acceleration="squarem")
+    assert f <= long["objective"][-1] and long["objective"][-1] - f <= long["objective"][-1] - dual_bound(
+        y_long, sigma, 100.0)
+    _, capped = em(sigma, 100.0, tol=1e-6, max_iter=200, acceleration="squarem")
+    assert f < capped["objective"][-1] - 1e-6
+
+
+@pytest.mark.parametrize("lam", [0.5, 100.0])
+def test_l_cce_against_pgd_run_to_convergence(lam):
+    sigma = softmax_sigma(40, 5, 3)
+    y, info = interior_point(sigma, lam, fairness="kl", tol=1e-11, certify=True)
+    f = info["objective"][-1]
+    assert info["dual_gap"] <= 1e-8 * f
+    _, ref = pgd(sigma, lam, fairness="kl", step="armijo", tol=1e-15, max_iter=200000)
+    assert f <= ref["objective"][-1] + 1e-9 * f and ref["objective"][-1] - f <= 1e-6 * f
+
+
+# Appendix C and the paper's examples: one-hot sigma, zeros in sigma, lam = 0, a huge lam, priors
+def test_appendix_c_inputs():
+    g = torch.Generator().manual_seed(0)
+    sigma = softmax_sigma(60, 4, 8)
+    sigma[:10] = torch.nn.functional.one_hot(torch.arange(10) % 4, 4).to(F64)  # Example 3: one-hot rows
+    sigma[10:20, 1] = 0.0                                                       # zero entries
+    sigma = sigma / sigma.sum(1, keepdim=True)
+    for lam in (0.0, 1.0):  # Example 2 (lam = 0: argmax)
+        y, info = interior_point(sigma, lam, tol=1e-11, certify=True)
+        f = info["objective"][-1]
+        assert info["dual_gap"] <= 1e-8 * max(f, 1e-3), lam
+        assert abs(f - certified_em(sigma, lam)) <= 1e-8 * max(f, 1e-3), lam
+    # Example 1's regime, lam = 1e4: ybar -> u. EM does not converge here in thousands of
+    # iterations; the interior point ends below it. The dual bound read off y certifies only
+    # about 1e-6 here (beta = lam u / ybar magnifies the rounding of ybar by lam).
+    y, info = interior_point(sigma, 1e4, tol=1e-11, certify=True)
+    f = info["objective"][-1]
+    assert info["dual_gap"] <= 1e-5 * f
+    assert torch.allclose(y.mean(0), torch.full((4,), 0.25, dtype=F64), atol=1e-4)
+    _, slow = em(sigma, 1e4, tol=1e-15, max_iter=1000, acceleration="squarem")
+    assert f < slow["objective"][-1]
+    # a prior: here EM stalls (its dual gap after 5000 iterations was 2.1e-3); the interior point
+    # certifies 1e-8 and ends below it
+    prior = torch.rand(4, generator=g, dtype=F64) + 0.1
+    prior = prior / prior.sum()
+    y, info = interior_point(sigma, 3.0, prior, tol=1e-11, certify=True)
+    assert info["dual_gap"] <= 1e-8 * info["objective"][-1]
+    _, stalled = em(sigma, 3.0, prior, tol=1e-15, max_iter=2000, acceleration="squarem")
+    assert info["objective"][-1] < stalled["objective"][-1]
+
+
+def test_zero_prior_classes():
+    sigma = softmax_sigma(50, 4, 9, scale=1.0)
+    prior = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
+    # KL(ybar || u) forbids the classes u excludes: they stay exactly empty
+    y, info = interior_point(sigma, 2.0, prior, fairness="kl", tol=1e-11, certify=True)
+    assert bool((y[:, 2:] == 0).all()) and info["dual_gap"] <= 1e-8 * info["objective"][-1]
+    # KL(u || ybar) only ignores them
+    y, info = interior_point(sigma, 2.0, prior, tol=1e-11, certify=True)
+    assert info["dual_gap"] <= 1e-8 * info["objective"][-1]
+    assert abs(info["objective"][-1] - certified_em(sigma, 2.0, prior)) <= 1e-8 * info["objective"][-1]
+
+
+def test_float32_in_float32_out_and_validation():
+    sigma = softmax_sigma(30, 3, 4).float()
+    y, info = interior_point(sigma, 1.0, tol=1e-9, certify=True)
+    assert y.dtype == torch.float32 and info["dual_gap"] <= 1e-7
+    with pytest.raises(ValueError, match="fairness"):
+        interior_point(sigma, 1.0, fairness="kl_reverse")
+    with pytest.raises(ValueError, match="y0 shape"):
+        interior_point(sigma, 1.0, y0=torch.ones(3, 3))
+
+
+def test_max_iter_is_reported_not_hidden():
+    sigma = softmax_sigma(100, 10, 6)
+    _, info = interior_point(sigma, 100.0, tol=1e-12, max_iter=5)
+    assert info["iterations"] == 5 and not info["converged"] and math.isfinite(info["objective"][-1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    sigma = softmax_sigma(250, 10, 7)
+    y_cpu, info_cpu = interior_point(sigma, 100.0, tol=1e-10)
+    y_gpu, info_gpu = interior_point(sigma.cuda(), 100.0, tol=1e-10, certify=True)
+    assert y_gpu.is_cuda and info_gpu["dual_gap"] <= 1e-8 * info_gpu["objective"][-1]
+    assert info_gpu["objective"][-1] == pytest.approx(info_cpu["objective"][-1], rel=1e-9)
+    np.testing.assert_allclose(y_gpu.mean(0).cpu().numpy(), y_cpu.mean(0).numpy(), atol=1e-6)
