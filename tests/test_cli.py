@@ -10,7 +10,6 @@ import pytest
 from cce.features import FeatureFileError, array_checksum, load_features, save_features
 
 
-
 def features_file(tmp_path, n=60, d=5, seed=0):
     """A valid feature file at the workflow's path layout .../{dataset}/{extractor}.npz."""
     rng = np.random.default_rng(seed)
