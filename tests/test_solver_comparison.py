@@ -55,8 +55,8 @@ def test_table1_columns_and_consistency(small_table):
                 "final_objective", "gap_to_best", "best_objective", "best_lower_bound",
                 "iters_to_target", "time_to_target", "converged", "diverged", "em_steps"):
         assert col in df.columns
-    assert len(df) == 2 * 2 + 2 + 3
-    assert set(df["method"]) == {"EM", "EM-SQUAREM", "PGD"}
+    assert len(df) == 3 * 2 + 2 + 3
+    assert set(df["method"]) == {"EM", "EM-SQUAREM", "PGD", "Interior point"}
     assert np.allclose(df["lam"], 0.5)
     for _, r in df.iterrows():
         obj = r["objective"]
@@ -71,8 +71,12 @@ def test_table1_columns_and_consistency(small_table):
             assert obj[int(r["iters_to_target"])] <= r["best_objective"] * (1 + 1e-6)
     # a huge step is flagged as diverged, not silently reported
     assert bool(df[(df["K"] == 5) & (df["step"] == 1e4)]["diverged"].iloc[0])
+    # the interior point reaches the best objective (tol is its relative gap bound) in few Newton steps
+    for _, r in df[df["method"] == "Interior point"].iterrows():
+        assert r["converged"] and r["iterations"] <= 60
+        assert r["final_objective"] <= r["best_objective"] * (1 + 1e-6)
     # the same convergence test: the EM rows stop where the shared rule says so
-    for _, r in df[df["method"] != "PGD"].iterrows():
+    for _, r in df[df["method"].isin(["EM", "EM-SQUAREM"])].iterrows():
         o = r["objective"]
         assert r["converged"] == (abs(o[-2] - o[-1]) <= 1e-7 * abs(o[-2]))
 

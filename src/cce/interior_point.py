@@ -13,7 +13,7 @@ Sherman-Morrison solve of each point's block with its simplex constraint), indep
 close the optimum is to the simplex boundary, where EM converges sublinearly (Table 1).
 
 The barrier method (Boyd & Vandenberghe, Convex Optimization, Section 11.3) minimizes
-t * M * F(y) - sum_ik ln y_ik for t = t0, mu t0, mu^2 t0, ... by damped Newton steps; at the
+t * M * F(y) - sum_ik ln y_ik for t = t0, mu t0, mu^2 t0, ... by Newton steps with backtracking; at the
 exact minimizer for t, F(y) - F* <= K / t (M K inequality constraints, objective scaled by M).
 The solver stops when K / t <= tol * max(F, 1e-3); ``info["dual_gap"]``
 (from :func:`cce.pseudolabels.dual_bound`, a bound that does not rely on centering) certifies
@@ -116,7 +116,7 @@ def interior_point(
     outer step re-centers, and halves the Newton steps (on the batches of a digits run: about 40
     steps instead of 90 at the same certified gap). K / t is exact only at exact centering:
     ``certify=True`` computes the dual gap, which needs no such assumption.
-    info: "iterations" (Newton steps), "objective" (F after every outer step, the initial first),
+    info: "iterations" (Newton steps), "objective" (F after every Newton step, the initial first),
     "converged", "t" (final barrier weight), "gap_bound" (K / t) and, with certify=True,
     "dual_gap" (F(y) - dual bound >= F(y) - F*). The result is strictly positive: entries the
     optimum sets to zero come out of order 1 / t.
@@ -154,14 +154,14 @@ def interior_point(
     t = 1.0
     it = 0
     while it < max_iter:
-        # centering: damped Newton on t * g - sum ln y
+        # centering: Newton with backtracking on t * g - sum ln y
         for _ in range(50):
             if it >= max_iter:
                 break
-            it += 1
             d, dec2 = _newton_direction(y, sigma, s, ybar, t, lam, prior, reverse)
-            if dec2 <= 0:
+            if dec2 <= 0:  # centered to rounding: no descent direction left at this t
                 break
+            it += 1
             neg = d < 0
             to_boundary = float((y[neg] / -d[neg]).min()) if bool(neg.any()) else math.inf
             step = min(1.0, 0.99 * to_boundary)
@@ -176,10 +176,10 @@ def interior_point(
                     break
                 step *= 0.5
             y, g, s, ybar = y_new, g_new, s_new, ybar_new
+            info["objective"].append(float(g) / M)
             if dec2 <= center_tol:
                 break
         F = float(g) / M
-        info["objective"].append(F)
         if K / t <= tol * max(F, 1e-3):
             info["converged"] = True
             break
