@@ -7,12 +7,17 @@ keeps its own best restart: lowest self-labeling objective / lowest inertia), ov
 several random states. Labels are used only to score.
 
     .venv/bin/python benchmarks/estimator_vs_kmeans.py                      # iris, wine, digits
+    .venv/bin/python benchmarks/estimator_vs_kmeans.py --datasets iris,wine,cancer,digits,elongated \
+        --inits random,both
     .venv/bin/python benchmarks/estimator_vs_kmeans.py --datasets fashion --fashion-n 5000
 
 Data sets (scikit-learn ships the first three):
   iris     150 x 4,    3 classes, standardized
   wine     178 x 13,   3 classes, standardized
+  cancer   569 x 30,   2 classes (breast cancer), standardized
   digits   1797 x 64, 10 classes, pixels / 16 (in [0, 1])
+  elongated  600 x 2, 3 classes: Gaussian clusters with standard deviations 6 and 0.5, centers 3
+           apart along the short axis (linearly separable, far from k-means' round cells)
   fashion  Fashion-MNIST pixels / 255 (784), 10 classes, a random subset of --fashion-n
            images of train+test, read from /usr/share/datasets/fashion-mnist
 
@@ -42,6 +47,14 @@ def load(name: str, fashion_n: int) -> tuple[np.ndarray, np.ndarray]:
     if name == "wine":
         X, y = datasets.load_wine(return_X_y=True)
         return StandardScaler().fit_transform(X), y
+    if name == "cancer":
+        X, y = datasets.load_breast_cancer(return_X_y=True)
+        return StandardScaler().fit_transform(X), y
+    if name == "elongated":
+        rng = np.random.default_rng(0)
+        y = np.repeat(np.arange(3), 200)
+        X = rng.normal(size=(600, 2)) * np.array([6.0, 0.5]) + np.c_[np.zeros(600), 3.0 * y]
+        return X, y
     if name == "digits":
         X, y = datasets.load_digits(return_X_y=True)
         return X / 16.0, y
@@ -61,6 +74,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n-init", type=int, default=3, help="restarts, both methods")
     parser.add_argument("--epochs", type=int, default=50, help="SelfLabelingClassifier epochs (paper: 50)")
     parser.add_argument("--fashion-n", type=int, default=5000)
+    parser.add_argument("--inits", default="random",
+                        help="comma-separated SelfLabelingClassifier inits to compare (random, kmeans, both)")
     args = parser.parse_args(argv)
 
     import torch
@@ -77,11 +92,11 @@ def main(argv=None) -> None:
         X, y = load(name, args.fashion_n)
         K = int(np.unique(y).size)
         print(f"\n{name}: {X.shape[0]} x {X.shape[1]}, K={K}", flush=True)
-        makers = {
-            "KMeans": lambda s: KMeans(K, n_init=args.n_init, random_state=s),
-            "cce_plus": lambda s: SelfLabelingClassifier(K, method="cce_plus", n_init=args.n_init,
-                                                         epochs=args.epochs, random_state=s),
-        }
+        makers = {"KMeans": lambda s: KMeans(K, n_init=args.n_init, random_state=s)}
+        for init in args.inits.split(","):
+            label = "cce_plus" if init == "random" else f"cce+/{init}"
+            makers[label] = (lambda init: lambda s: SelfLabelingClassifier(
+                K, method="cce_plus", n_init=args.n_init, init=init, epochs=args.epochs, random_state=s))(init)
         for label, make in makers.items():
             scores, times = [], []
             for seed in range(args.seeds):
@@ -95,17 +110,19 @@ def main(argv=None) -> None:
             rows.append((name, label, {k: np.array([s[k] for s in scores]) for k in ("accuracy", "nmi", "ari")},
                          float(np.mean(times))))
 
-    print(f"\n{'data':8s} {'method':9s} {'accuracy':>15s} {'NMI':>15s} {'ARI':>15s} {'fit time':>9s}")
+    print(f"\n{'data':9s} {'method':11s} {'accuracy':>15s} {'NMI':>15s} {'ARI':>15s} {'fit time':>9s}")
     for name, label, sc, t in rows:
         cells = " ".join(f"{sc[k].mean():.3f} +- {sc[k].std():.3f}" for k in ("accuracy", "nmi", "ari"))
-        print(f"{name:8s} {label:9s} {cells} {t:8.1f}s")
-    print("\ncce_plus minus KMeans (mean accuracy / NMI / ARI), and fit time cce_plus / KMeans:")
+        print(f"{name:9s} {label:11s} {cells} {t:8.1f}s")
+    print("\nminus KMeans (mean accuracy / NMI / ARI), and fit time / KMeans:")
     by = {(n, m): sc for n, m, sc, _ in rows}
     fit = {(n, m): t for n, m, _, t in rows}
-    for name in dict.fromkeys(n for n, _, _, _ in rows):
-        d = [by[name, "cce_plus"][k].mean() - by[name, "KMeans"][k].mean() for k in ("accuracy", "nmi", "ari")]
-        ratio = fit[name, "cce_plus"] / fit[name, "KMeans"]
-        print(f"  {name:8s} {d[0]:+.3f} / {d[1]:+.3f} / {d[2]:+.3f}   time x{ratio:.1f}")
+    for name, label, _, _ in rows:
+        if label == "KMeans":
+            continue
+        d = [by[name, label][k].mean() - by[name, "KMeans"][k].mean() for k in ("accuracy", "nmi", "ari")]
+        ratio = fit[name, label] / fit[name, "KMeans"]
+        print(f"  {name:9s} {label:11s} {d[0]:+.3f} / {d[1]:+.3f} / {d[2]:+.3f}   time x{ratio:.1f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import make_blobs
+from sklearn.utils import check_random_state
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import cce
@@ -371,3 +372,32 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(cce.estimator)
     assert result.attempted >= 3 and result.failed == 0
+
+
+# ----------------------------------------------------------------------------
+# init: where the head starts
+# ----------------------------------------------------------------------------
+def test_kmeans_init_starts_at_the_kmeans_partition():
+    from sklearn.cluster import KMeans
+
+    X, _ = make_blobs(200, centers=4, n_features=5, random_state=3)
+    clf = SelfLabelingClassifier(n_clusters=4, init="kmeans", random_state=0)
+    seed = int(check_random_state(0).randint(np.iinfo(np.int32).max, size=1)[0])
+    weight, bias = clf._kmeans_head(X.astype(np.float32), seed, "center")
+    Xc = X - X.astype(np.float32).mean(0, dtype=np.float64)
+    km = KMeans(4, n_init=1, random_state=seed).fit(Xc.astype(np.float32).astype(np.float64))
+    # the head's argmax is exactly the k-means assignment (the linear classifier of the Voronoi cells)
+    np.testing.assert_array_equal((Xc @ weight.T + bias).argmax(1), km.predict(Xc))
+
+
+def test_init_both_keeps_the_lowest_objective_of_both_kinds():
+    X, _ = make_blobs(150, centers=3, n_features=4, random_state=1)
+    both = SelfLabelingClassifier(n_clusters=3, method="mi_gd", epochs=5, n_init=2, init="both",
+                                  random_state=0).fit(X)
+    random = SelfLabelingClassifier(n_clusters=3, method="mi_gd", epochs=5, n_init=2, random_state=0).fit(X)
+    assert list(both.inits_) == ["random", "random", "kmeans", "kmeans"]
+    assert len(both.objectives_) == 4 and both.objective_ == both.objectives_.min()
+    np.testing.assert_allclose(both.objectives_[:2], random.objectives_, rtol=1e-6)  # same seeds, same runs
+    assert both.objective_ <= random.objective_
+    with pytest.raises(ValueError, match="init must be"):
+        SelfLabelingClassifier(init="k-means++").fit(X)

@@ -86,11 +86,16 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
     features, trained by SGD from a Kaiming initialization (Appendix F) with one of
     the losses of :mod:`cce.methods`. The default, ``"cce_plus"``, is the paper's
     method: L_CCE+ (eq. 11), collision cross-entropy plus lam * KL(u || ybar), with
-    the pseudo-labels y re-estimated on every batch by the EM of Section 4.
+    the pseudo-labels y re-estimated on every batch (by default with the
+    interior-point solver of :mod:`cce.interior_point`, the same minimizer as the
+    EM of Section 4).
 
     Like :class:`sklearn.cluster.KMeans`, ``n_init`` runs start from different
     initializations and the run with the lowest self-labeling objective on the
     whole training set is kept (``objective_``; all runs in ``objectives_``).
+    ``init="kmeans"`` starts each run's head at a k-means partition instead of a
+    random one; ``init="both"`` runs ``n_init`` starts of each kind and keeps the
+    lowest objective, so it never ends above ``"random"`` with the same seeds.
 
     Parameters
     ----------
@@ -119,6 +124,16 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         ``"center"`` subtracts the training mean (``mean_``) before the head.
     n_init : int, default=1
         Number of runs with different seeds; the lowest objective wins.
+    init : {"random", "kmeans", "both"}, default="random"
+        Where each run's head starts. ``"random"``: Kaiming-normal weights
+        (Appendix F, the paper's method). ``"kmeans"``: the linear classifier of a
+        k-means partition (scikit-learn's KMeans, k-means++, one start seeded by the
+        run), logits -||x - c_k||^2 / T with T the mean squared distance to the
+        nearest center, which is linear in x; training by the method then moves it.
+        On compact clusters this lowers the objective the method reaches (iris,
+        wine); on elongated clusters a random start reaches lower objectives than
+        the k-means start, which cuts across the clusters. ``"both"``: ``n_init``
+        runs of each, the lowest objective wins.
     random_state : int, RandomState instance or None, default=None
         Draws the seed of every run (weights init and batch order). On CPU a
         fixed random_state gives identical results.
@@ -146,10 +161,13 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
     objective_ : float
         Self-labeling objective of the kept run on the training data (lower is
         better; :meth:`cce.methods.Method.objective_value`).
-    objectives_ : ndarray of shape (n_init,)
-        The objective of every run, in the order of ``seeds_``.
-    seeds_ : ndarray of shape (n_init,)
+    objectives_ : ndarray of shape (n_runs,)
+        The objective of every run, in the order of ``seeds_``; n_runs is
+        ``n_init``, or ``2 * n_init`` with ``init="both"``.
+    seeds_ : ndarray of shape (n_runs,)
         The seed of every run (drawn from ``random_state``).
+    inits_ : ndarray of shape (n_runs,)
+        How every run started: ``"random"`` or ``"kmeans"``.
     n_iter_ : int
         Epochs trained by the kept run.
     history_ : dict of lists
@@ -212,6 +230,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         weight_decay=1e-3,
         preprocess="center",
         n_init=1,
+        init="random",
         random_state=None,
         device="cpu",
         method_options=None,
@@ -227,6 +246,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.preprocess = preprocess
         self.n_init = n_init
+        self.init = init
         self.random_state = random_state
         self.device = device
         self.method_options = method_options
@@ -257,6 +277,8 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
             raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         if not _is_int(self.n_init) or self.n_init < 1:
             raise ValueError(f"n_init must be an integer >= 1, got {self.n_init!r}")
+        if self.init not in ("random", "kmeans", "both"):
+            raise ValueError(f"init must be 'random', 'kmeans' or 'both', got {self.init!r}")
         if self.preprocess not in ("center", "none"):
             raise ValueError(f"preprocess must be 'center' or 'none', got {self.preprocess!r}")
         if self.lam is not None and (not _is_real(self.lam) or not self.lam >= 0):
@@ -317,14 +339,17 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         threads = 1 if device.type == "cpu" and work < _SINGLE_THREAD_WORK else None
         fork_devices = [device.index or 0] if device.type == "cuda" else []
 
+        starts = [(int(seed), kind) for kind in {"random": ("random",), "kmeans": ("kmeans",),
+                                                  "both": ("random", "kmeans")}[self.init] for seed in seeds]
         runs = []
         with _torch_threads(threads), torch.random.fork_rng(devices=fork_devices):
-            for run, seed in enumerate(seeds):
-                head, pre, info = train_head(X32, self.n_clusters, method, int(seed), options,
-                                             progress=self.verbose > 0)
+            for run, (seed, kind) in enumerate(starts):
+                init = self._kmeans_head(X32, seed, options["preprocess"]) if kind == "kmeans" else None
+                head, pre, info = train_head(X32, self.n_clusters, method, seed, options,
+                                             progress=self.verbose > 0, init=init)
                 objective = float(info["losses"]["objective"])
                 if self.verbose > 0:
-                    print(f"[SelfLabelingClassifier] init {run + 1}/{self.n_init} seed {int(seed)}: "
+                    print(f"[SelfLabelingClassifier] init {run + 1}/{len(starts)} ({kind}) seed {seed}: "
                           f"objective {objective:.6g}", flush=True)
                 weight = head.linear.weight.detach().cpu().numpy().astype(np.float64)
                 bias = head.linear.bias.detach().cpu().numpy().astype(np.float64)
@@ -340,12 +365,26 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         self.mean_ = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.objective_ = objective
         self.objectives_ = objectives
-        self.seeds_ = seeds
+        self.seeds_ = np.array([seed for seed, _ in starts])
+        self.inits_ = np.array([kind for _, kind in starts])
         self.n_iter_ = int(options["epochs"])
         self.history_ = {k: list(v) for k, v in info["curves"].items()}
         self.options_ = dict(options)
         self.labels_ = self._predict_labels(X)
         return self
+
+    def _kmeans_head(self, X32, seed, preprocess):
+        """(weight, bias) of the head whose argmax is a k-means partition of X (on the
+        features the head sees): logits_k = -||x - c_k||^2 / T up to a per-row constant."""
+        from sklearn.cluster import KMeans
+
+        from .train import Preprocessor
+
+        Xp = Preprocessor(preprocess).fit(X32).transform(X32).astype(np.float64)
+        km = KMeans(self.n_clusters, n_init=1, random_state=seed).fit(Xp)
+        centers = km.cluster_centers_
+        T = max(km.inertia_ / len(Xp), np.finfo(np.float64).tiny)
+        return 2.0 * centers / T, -(centers ** 2).sum(1) / T
 
     def _logits(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)

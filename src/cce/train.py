@@ -100,6 +100,7 @@ def train_head(
     y_true: np.ndarray | None = None,
     progress: bool = True,
     on_epoch: Callable[[int], None] | None = None,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[LinearHead, Preprocessor, dict[str, Any]]:
     """Train a linear head on X (N, D) with ``method`` (a :class:`cce.methods.Method`).
 
@@ -119,6 +120,10 @@ def train_head(
     N = Xt.shape[0]
     batch_size = min(options["batch_size"], N)
     head = LinearHead(Xt.shape[1], n_clusters).to(device)
+    if init is not None:
+        with torch.no_grad():
+            head.linear.weight.copy_(torch.as_tensor(np.asarray(init[0]), dtype=torch.float32))
+            head.linear.bias.copy_(torch.as_tensor(np.asarray(init[1]), dtype=torch.float32))
     optimizer = torch.optim.SGD(head.parameters(), lr=options["lr"], momentum=options.get("momentum", 0.0),
                                 weight_decay=options["weight_decay"])
     state = method.make_state(options, batch_size)
