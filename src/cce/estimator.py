@@ -140,8 +140,8 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
     device : str, default="cpu"
         torch device for training: "cpu", "cuda", "cuda:1" or "auto".
     method_options : dict or None, default=None
-        Further options of the method (e.g. ``{"max_iter": 100}`` for the EM
-        of ``cce_plus``, ``{"momentum": 0.9}``), checked by
+        Further options of the method (e.g. ``{"solver": "em"}`` for the EM of
+        Section 4 in ``cce_plus``, ``{"max_iter": 100}``, ``{"momentum": 0.9}``), checked by
         :meth:`cce.methods.Method.options`. Options that a parameter above
         sets (epochs, batch_size, lr, weight_decay, preprocess, device, lam,
         lam_scale) are refused here.
