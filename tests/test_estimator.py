@@ -383,9 +383,9 @@ def test_kmeans_init_starts_at_the_kmeans_partition():
     X, _ = make_blobs(200, centers=4, n_features=5, random_state=3)
     clf = SelfLabelingClassifier(n_clusters=4, init="kmeans", random_state=0)
     seed = int(check_random_state(0).randint(np.iinfo(np.int32).max, size=1)[0])
-    weight, bias = clf._kmeans_head(X.astype(np.float32), seed, "center")
-    Xc = X - X.astype(np.float32).mean(0, dtype=np.float64)
-    km = KMeans(4, n_init=1, random_state=seed).fit(Xc.astype(np.float32).astype(np.float64))
+    Xc = X - X.mean(0)
+    weight, bias = clf._kmeans_head(Xc, seed)
+    km = KMeans(4, n_init=1, random_state=seed).fit(Xc)
     # the head's argmax is exactly the k-means assignment (the linear classifier of the Voronoi cells)
     np.testing.assert_array_equal((Xc @ weight.T + bias).argmax(1), km.predict(Xc))
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .augment import SelfAugmentation
-from .methods import Method, get_method
+from .methods import Method, get_method, invalid_choice
 from .models import architecture_for, build_model
 
 __all__ = [
@@ -127,10 +127,9 @@ class DeepMethod:
         if unknown:
             raise DeepRunError(f"deep method {self.name!r} has no option(s) {unknown}; "
                                f"allowed: {sorted(self.defaults)}")
-        for name, allowed in (self.base.choices if self.base is not None else {}).items():
-            if name in options and options[name] not in allowed:
-                raise DeepRunError(f"deep method {self.name!r}: option {name!r} must be one of {list(allowed)}, "
-                                   f"got {options[name]!r}")
+        bad = invalid_choice(self.base.choices, options) if self.base is not None else None
+        if bad:
+            raise DeepRunError(f"deep method {self.name!r}: {bad}")
         return {**self.defaults, **options}
 
     def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:

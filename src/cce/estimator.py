@@ -318,7 +318,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         """
         import torch
 
-        from .train import resolve_device, train_head
+        from .train import Preprocessor, resolve_device, train_head
 
         method, options = self._check_params()
         X = self._validate_X(X, reset=True)
@@ -339,12 +339,14 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         threads = 1 if device.type == "cpu" and work < _SINGLE_THREAD_WORK else None
         fork_devices = [device.index or 0] if device.type == "cuda" else []
 
-        starts = [(int(seed), kind) for kind in {"random": ("random",), "kmeans": ("kmeans",),
-                                                  "both": ("random", "kmeans")}[self.init] for seed in seeds]
+        kinds = ("random", "kmeans") if self.init == "both" else (self.init,)
+        starts = [(int(seed), kind) for kind in kinds for seed in seeds]
+        if "kmeans" in kinds:  # the features the head sees, for its k-means starts
+            Xp = Preprocessor(options["preprocess"]).fit(X32).transform(X32).astype(np.float64)
         runs = []
         with _torch_threads(threads), torch.random.fork_rng(devices=fork_devices):
             for run, (seed, kind) in enumerate(starts):
-                init = self._kmeans_head(X32, seed, options["preprocess"]) if kind == "kmeans" else None
+                init = self._kmeans_head(Xp, seed) if kind == "kmeans" else None
                 head, pre, info = train_head(X32, self.n_clusters, method, seed, options,
                                              progress=self.verbose > 0, init=init)
                 objective = float(info["losses"]["objective"])
@@ -373,14 +375,11 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         self.labels_ = self._predict_labels(X)
         return self
 
-    def _kmeans_head(self, X32, seed, preprocess):
-        """(weight, bias) of the head whose argmax is a k-means partition of X (on the
-        features the head sees): logits_k = -||x - c_k||^2 / T up to a per-row constant."""
+    def _kmeans_head(self, Xp, seed):
+        """(weight, bias) of the head whose argmax is a k-means partition of Xp, the preprocessed
+        features (n_samples, n_features): logits_k = -||x - c_k||^2 / T up to a per-row constant."""
         from sklearn.cluster import KMeans
 
-        from .train import Preprocessor
-
-        Xp = Preprocessor(preprocess).fit(X32).transform(X32).astype(np.float64)
         km = KMeans(self.n_clusters, n_init=1, random_state=seed).fit(Xp)
         centers = km.cluster_centers_
         T = max(km.inertia_ / len(Xp), np.finfo(np.float64).tiny)

@@ -34,7 +34,7 @@ __all__ = ["interior_point"]
 
 
 def _parts(y: Tensor, sigma: Tensor, lam: float, prior: Tensor, reverse: bool):
-    """M * F(y), the row dot products s (M,), ybar (K,)."""
+    """M * F(y) and sum_ik ln y_ik (floats, one device sync), the row dot products s (M,), ybar (K,)."""
     M = y.shape[0]
     s = (sigma * y).sum(1)
     ybar = y.mean(0)
@@ -42,7 +42,8 @@ def _parts(y: Tensor, sigma: Tensor, lam: float, prior: Tensor, reverse: bool):
         fair = torch.special.xlogy(prior, prior).sum() - torch.special.xlogy(prior, ybar).sum()
     else:
         fair = torch.special.xlogy(ybar, ybar).sum() - torch.special.xlogy(ybar, prior).sum()
-    return -torch.log(s).sum() + lam * M * fair, s, ybar
+    g, log_y = torch.stack([-torch.log(s).sum() + lam * M * fair, torch.log(y).sum()]).tolist()
+    return g, log_y, s, ybar
 
 
 def _newton_direction(y: Tensor, sigma: Tensor, s: Tensor, ybar: Tensor, t: float, lam: float,
@@ -122,39 +123,39 @@ def interior_point(
     optimum sets to zero come out of order 1 / t.
     """
     sigma = _check_sigma(sigma, lam)
-    if sigma.dtype != torch.float64:  # the barrier's late steps need float64's range and precision
-        y, info = interior_point(sigma.double(), lam, prior, fairness,
-                                 None if y0 is None else y0.double(), tol, max_iter, mu, certify, center_tol)
-        return y.to(sigma.dtype), info
-    M, K = sigma.shape
+    K = sigma.shape[1]
     prior = check_prior(prior, K, sigma)
     if fairness not in ("reverse_kl", "kl"):
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
-    reverse = fairness == "reverse_kl"
-    active = prior > 0
-    if not reverse and not bool(active.all()):
-        # KL(ybar || u) is finite only with ybar_k = 0 where u_k = 0: solve on the other classes.
-        y_sub, info = interior_point(sigma[:, active], lam, prior[active], fairness,
-                                     None if y0 is None else y0[:, active], tol, max_iter, mu, False, center_tol)
-        y = torch.zeros_like(sigma)
-        y[:, active] = y_sub
-        if certify:
-            info["dual_gap"] = info["objective"][-1] - dual_bound(y, sigma, lam, prior, fairness)
-        return y, info
     if bool((sigma.sum(1) <= 0).any()):
         raise ValueError("every row of sigma needs a positive entry")
-    y = sigma.clone() if y0 is None else y0.to(dtype=sigma.dtype, device=sigma.device).clone()
-    if y.shape != sigma.shape:
-        raise ValueError(f"y0 shape {tuple(y.shape)} != sigma shape {tuple(sigma.shape)}")
-    y = (1.0 - 1e-3) * y / y.sum(1, keepdim=True) + 1e-3 / K
+    y0 = sigma if y0 is None else y0
+    if y0.shape != sigma.shape:
+        raise ValueError(f"y0 shape {tuple(y0.shape)} != sigma shape {tuple(sigma.shape)}")
+    # KL(ybar || u) is finite only with ybar_k = 0 where u_k = 0: those classes stay empty and the
+    # problem is solved on the others. float64 throughout: the late barrier steps need its precision.
+    keep = prior > 0 if fairness == "kl" else torch.ones(K, dtype=torch.bool, device=sigma.device)
+    y_kept, info = _barrier(sigma[:, keep].double(), prior[keep].double(), lam, fairness == "reverse_kl",
+                            y0[:, keep].to(device=sigma.device, dtype=torch.float64), tol, max_iter, mu, center_tol)
+    y = torch.zeros_like(sigma)
+    y[:, keep] = y_kept.to(sigma.dtype)
+    if certify:
+        info["dual_gap"] = info["objective"][-1] - dual_bound(y_kept, sigma[:, keep].double(), lam,
+                                                               prior[keep].double(), fairness)
+    return y, info
 
-    g, s, ybar = _parts(y, sigma, lam, prior, reverse)
-    F = float(g) / M
-    info = {"objective": [F], "converged": False}
+
+def _barrier(sigma: Tensor, prior: Tensor, lam: float, reverse: bool, y0: Tensor, tol: float, max_iter: int,
+             mu: float, center_tol: float) -> tuple[Tensor, dict]:
+    """The barrier method on validated float64 inputs, every prior entry positive for "kl"."""
+    M, K = sigma.shape
+    y = (1.0 - 1e-3) * y0 / y0.sum(1, keepdim=True) + 1e-3 / K
+    g, log_y, s, ybar = _parts(y, sigma, lam, prior, reverse)
+    info = {"objective": [g / M], "converged": False}
     t = 1.0
     it = 0
     while it < max_iter:
-        # centering: Newton with backtracking on t * g - sum ln y
+        # centering: Newton with backtracking on phi = t * g - sum ln y
         for _ in range(50):
             if it >= max_iter:
                 break
@@ -165,26 +166,23 @@ def interior_point(
             neg = d < 0
             to_boundary = float((y[neg] / -d[neg]).min()) if bool(neg.any()) else math.inf
             step = min(1.0, 0.99 * to_boundary)
-            phi = t * float(g) - float(torch.log(y).sum())
+            phi = t * g - log_y
             while True:
                 y_new = y + step * d
                 y_new = y_new / y_new.sum(1, keepdim=True)  # rounding drifts the row sums
-                g_new, s_new, ybar_new = _parts(y_new, sigma, lam, prior, reverse)
-                phi_new = t * float(g_new) - float(torch.log(y_new).sum())
+                g_new, log_y_new, s_new, ybar_new = _parts(y_new, sigma, lam, prior, reverse)
+                phi_new = t * g_new - log_y_new
                 # Armijo, with slack for rounding: t * g is large once t is
                 if phi_new <= phi - 0.25 * step * dec2 + 1e-12 * abs(phi) or step < 1e-12:
                     break
                 step *= 0.5
-            y, g, s, ybar = y_new, g_new, s_new, ybar_new
-            info["objective"].append(float(g) / M)
+            y, g, log_y, s, ybar = y_new, g_new, log_y_new, s_new, ybar_new
+            info["objective"].append(g / M)
             if dec2 <= center_tol:
                 break
-        F = float(g) / M
-        if K / t <= tol * max(F, 1e-3):
+        if K / t <= tol * max(g / M, 1e-3):
             info["converged"] = True
             break
         t *= mu
     info.update(iterations=it, t=t, gap_bound=K / t)
-    if certify:
-        info["dual_gap"] = F - dual_bound(y, sigma, lam, prior, fairness)
     return y, info

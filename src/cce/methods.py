@@ -104,11 +104,18 @@ class Method:
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise ValueError(f"method {self.name!r} has no option(s) {unknown}; allowed: {sorted(self.defaults)}")
-        for name, allowed in self.choices.items():
-            if name in options and options[name] not in allowed:
-                raise ValueError(f"method {self.name!r}: option {name!r} must be one of {list(allowed)}, "
-                                 f"got {options[name]!r}")
+        bad = invalid_choice(self.choices, options)
+        if bad:
+            raise ValueError(f"method {self.name!r}: {bad}")
         return {**self.defaults, **options}
+
+
+def invalid_choice(choices: dict[str, tuple], options: dict[str, Any]) -> str | None:
+    """What is wrong with the first option whose value is not among its ``choices``, or None."""
+    for name, allowed in choices.items():
+        if name in options and options[name] not in allowed:
+            return f"option {name!r} must be one of {list(allowed)}, got {options[name]!r}"
+    return None
 
 
 # ----------------------------------------------------------------------------
@@ -179,7 +186,7 @@ def _objective_sela(sigma, state):
     return losses.shannon_cross_entropy(y, sigma).mean()
 
 
-def _labels_pgd(sigma, state):
+def _labels_cce(sigma, state):
     if state["solver"] == "interior_point":
         from .interior_point import interior_point
 
@@ -191,10 +198,10 @@ def _labels_pgd(sigma, state):
 
 
 def _objective_cce(sigma, state):
-    return _labels_pgd(sigma, state)[1]["objective"][-1]
+    return _labels_cce(sigma, state)[1]["objective"][-1]
 
 
-def _labels_em(sigma, state):
+def _labels_cce_plus(sigma, state):
     if state["solver"] == "interior_point":
         from .interior_point import interior_point
 
@@ -207,7 +214,7 @@ def _labels_em(sigma, state):
 
 
 def _objective_cce_plus(sigma, state):
-    return _labels_em(sigma, state)[1]["objective"][-1]
+    return _labels_cce_plus(sigma, state)[1]["objective"][-1]
 
 
 # ----------------------------------------------------------------------------
@@ -259,7 +266,7 @@ register(Method(
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",
               "step": "armijo", "tol": 1e-6, "max_iter": 200},
     choices={"solver": ("interior_point", "pgd")},
-    label_scope="batch", label_solver=_labels_pgd, loss=_mean_collision, objective=_objective_cce,
+    label_scope="batch", label_solver=_labels_cce, loss=_mean_collision, objective=_objective_cce,
 ))
 register(Method(
     "cce_plus", "Our",
@@ -276,7 +283,7 @@ register(Method(
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",
               "tol": 1e-6, "max_iter": 200, "acceleration": "squarem"},
     choices={"solver": ("interior_point", "em"), "acceleration": ("squarem", None, "none")},
-    label_scope="batch", label_solver=_labels_em, loss=_mean_collision, objective=_objective_cce_plus,
+    label_scope="batch", label_solver=_labels_cce_plus, loss=_mean_collision, objective=_objective_cce_plus,
 ))
 
 
