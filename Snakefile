@@ -26,6 +26,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/clustering.smk"
+include: "workflow/rules/deep.smk"
 include: "workflow/rules/solvers.smk"
 include: "workflow/rules/notebooks.smk"
 

@@ -45,6 +45,35 @@ def load_images(root: Path | None, n: int) -> tuple[np.ndarray, np.ndarray]:
     return images[keep], labels[keep]
 
 
+# Table 8 sizes (train + test) of the four datasets of Tables 3 and 6, and their networks' inputs.
+PAPER_DATASETS = {"mnist": (70000, (28, 28)), "cifar10": (60000, (32, 32, 3)), "cifar100_20": (60000, (32, 32, 3)),
+                  "stl10": (13000, (96, 96, 3))}
+PAPER_METHODS = 6  # Table 3's five plus L_CCE of Table 6
+
+
+def paper_flops(n_views: int = 2) -> dict[str, float]:
+    """Network FLOPs of Table 3 + Table 6 per dataset: every image's views trained (forward and
+    backward) and every image evaluated once per epoch, 50 epochs x 6 seeds x 6 methods.
+
+    Counted by torch's FlopCounterMode on the Table 7 networks (multiply-adds count 2).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cce.models import build_model
+
+    out = {}
+    for name, (n_images, shape) in PAPER_DATASETS.items():
+        model = build_model(shape, 10)
+        x = torch.randn(2, shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+        with FlopCounterMode(display=False) as train:
+            model(x).sum().backward()
+        with FlopCounterMode(display=False) as evaluate, torch.no_grad():
+            model(x)
+        per_epoch = n_images * (n_views * train.get_total_flops() + evaluate.get_total_flops()) / 2
+        out[name] = per_epoch * PAPER_EPOCHS * PAPER_SEEDS * PAPER_METHODS
+    return out
+
+
 def main(argv=None) -> None:
     from cce.deep import DEEP_METHODS, train_deep
 
@@ -90,6 +119,22 @@ def main(argv=None) -> None:
               f"{share['network_s']:8.1%} {share['eval_s']:6.1%} {iters:9.1f} {full:15.1f} {hours:19.2f}")
     print(f"\nMNIST column of Table 3 + Table 6 (these methods, 50 epochs, 6 seeds, 70000 images), "
           f"scaled linearly from {n} images: {total_h:.1f} h on {args.device}")
+
+    # The whole of Tables 3 and 6 from the networks' FLOPs, for a device this script did not run on:
+    # the measured epochs above give this device's sustained rate on the MNIST network.
+    flops = paper_flops()
+    measured = [r for r in rows if r[0] in ("mi_d", "iic")] or rows  # no pseudo-label step: the network alone
+    mnist_epoch = flops["mnist"] / (PAPER_EPOCHS * PAPER_SEEDS * PAPER_METHODS) * n / FULL_SIZE
+    rate = mnist_epoch / statistics.median(r[1] for r in measured)
+    total = sum(flops.values())
+    print(f"\nTable 3 + Table 6 network FLOPs (forward + backward of 2 views, one evaluation pass, per image "
+          f"and epoch; 50 epochs x 6 seeds x 6 methods): "
+          + ", ".join(f"{k} {v / 1e15:.0f}" for k, v in flops.items()) + f", total {total / 1e15:.0f} PFLOP")
+    print(f"sustained here on the MNIST network (median of {', '.join(r[0] for r in measured)}): "
+          f"{rate / 1e9:.1f} GFLOP/s -> {total / rate / 3600:.0f} h for Tables 3 + 6 on {args.device}")
+    for tflops in (10, 30, 100):
+        print(f"  at a sustained {tflops} TFLOP/s (an assumption, not a measurement): "
+              f"{total / (tflops * 1e12) / 3600:.1f} h plus the pseudo-label steps")
 
 
 if __name__ == "__main__":

@@ -95,13 +95,13 @@ def test_stopped_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsy
     # epoch here): model, optimizer, random streams and labels must all come back from the checkpoint.
     method, opts = "sela", {**OPTS, "epochs": 2, "label_every": 2}
     whole, whole_ck = tmp_path / "whole.json", tmp_path / "whole.ckpt"
-    assert _deep_cli(mnist_root, whole, whole_ck, method, opts) == 0
+    assert _deep_cli(mnist_root, whole, whole_ck, method, opts, "--keep-checkpoint") == 0
 
     part, part_ck = tmp_path / "part.json", tmp_path / "part.ckpt"
     assert _deep_cli(mnist_root, part, part_ck, method, opts, "--stop-after-epoch", "1") == 0
     assert not part.exists() and deep.load_checkpoint(part_ck)["epoch"] == 1
     assert "stopped after epoch 1" in capsys.readouterr().out
-    assert _deep_cli(mnist_root, part, part_ck, method, opts) == 0
+    assert _deep_cli(mnist_root, part, part_ck, method, opts, "--keep-checkpoint") == 0
 
     a, b = json.loads(whole.read_text()), json.loads(part.read_text())
     assert _comparable(a) == _comparable(b)
@@ -115,9 +115,18 @@ def test_stopped_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsy
     assert {"versions", "wall_time_s", "device", "git_commit"} <= set(a) and "kornia" in a["versions"]
 
 
+def test_checkpoint_deleted_once_the_record_is_written_unless_kept(tmp_path, mnist_root):
+    ck = tmp_path / "run.ckpt"
+    assert _deep_cli(mnist_root, tmp_path / "a.json", ck, "mi_d", {**OPTS, "epochs": 1}) == 0
+    assert not ck.exists() and json.loads((tmp_path / "a.json").read_text())["checkpoint"] is None
+    assert _deep_cli(mnist_root, tmp_path / "b.json", ck, "mi_d", {**OPTS, "epochs": 1}, "--keep-checkpoint") == 0
+    assert deep.load_checkpoint(ck)["epoch"] == 1
+    assert json.loads((tmp_path / "b.json").read_text())["checkpoint"] == str(ck)
+
+
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path, mnist_root, capsys):
     ck = tmp_path / "run.ckpt"
-    assert _deep_cli(mnist_root, tmp_path / "a.json", ck, "mi_d", OPTS) == 0
+    assert _deep_cli(mnist_root, tmp_path / "a.json", ck, "mi_d", OPTS, "--keep-checkpoint") == 0
     assert _deep_cli(mnist_root, tmp_path / "b.json", ck, "mi_d", {**OPTS, "lr": 1e-3}) == 0
     assert "belongs to another run" in capsys.readouterr().err
     assert json.loads((tmp_path / "b.json").read_text())["info"]["resumed_at_epochs"] == []

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from cce.runs import RecordError
-from cce.tables import compare_with_paper, format_mean_std, paper_layout, paper_table, records_frame, summary
+from cce.tables import (compare_with_paper, curves_frame, format_mean_std, paper_layout, paper_table, records_frame,
+                        summary)
 
 
 def record(dataset, method, seed, accuracy, nmi=0.5, lam=None, lam_scale=None, objective=1.0,
@@ -142,6 +143,32 @@ def test_paper_tables_are_the_papers():
     t5 = paper_table("table5").set_index("method")
     assert (t5.loc["cce", "stl10"], t5.loc["cce", "cifar10_std"], t5.loc["cce_plus", "cifar100_20"]) == (
         92.32, 6.4, 43.72)
+    # Tables 3 and 6 (networks trained from scratch)
+    t3 = paper_table("table3").set_index("method")
+    assert list(t3.index) == ["mi_d", "iic", "sela", "mi_adm", "cce_plus"]
+    assert (t3.loc["mi_d", "cifar10"], t3.loc["iic", "mnist_std"], t3.loc["cce_plus", "mnist"]) == (21.4, 2.3, 95.11)
+    assert (t3.loc["sela", "cifar100_20"], t3.loc["mi_adm", "stl10"]) == (15.34, 23.37)
+    t6 = paper_table("table6").set_index("method")
+    assert (t6.loc["cce", "stl10_std"], t6.loc["cce", "cifar100_20"], t6.loc["cce_plus", "mnist"]) == (
+        1.0, 15.13, 95.11)
+
+
+def test_curves_frame_one_row_per_run_and_epoch(tmp_path):
+    a = record("mnist", "iic", 0, 0.5, experiment="deep")
+    a["info"]["curves"] = {"epoch": [1, 2], "loss": [2.0, 1.5], "accuracy": [0.3, 0.4], "nmi": [0.1, 0.2],
+                           "ari": [0.0, 0.1], "n_clusters_nonempty": [7, 9], "label_iterations": [0.0, 0.0]}
+    b = record("mnist", "cce_plus", 1, 0.6, experiment="deep")
+    b["info"]["curves"] = {"epoch": [1], "loss": [1.0], "n_clusters_nonempty": [10], "label_iterations": [40.0]}
+    curves = curves_frame(write(tmp_path, [a, b]))
+    assert list(curves.columns) == ["experiment", "dataset", "method", "seed", "epoch", "loss", "accuracy", "nmi",
+                                    "ari", "n_clusters_nonempty", "label_iterations"]
+    assert curves[["method", "seed", "epoch"]].values.tolist() == [["iic", 0, 1], ["iic", 0, 2], ["cce_plus", 1, 1]]
+    assert curves["loss"].tolist() == [2.0, 1.5, 1.0] and curves["accuracy"].tolist()[:2] == [0.3, 0.4]
+    assert math.isnan(curves["accuracy"].iloc[2])  # a run without labels has no accuracy curve
+    without = record("mnist", "mi_d", 0, 0.5)
+    without["info"]["curves"] = {}
+    with pytest.raises(ValueError, match="no per-epoch curves"):
+        curves_frame(write(tmp_path, [without]))
 
 
 def test_format_mean_std(runs):

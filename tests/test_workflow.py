@@ -1,14 +1,17 @@
 """The Snakemake workflow: lint, a dry run of the paper's config, a real tiny run, bad input."""
 
 import json
+import os
 import re
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import BIN, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +36,7 @@ def test_lint(tmp_path):
 
 def test_dry_run_of_the_paper_config(tmp_path):
     from cce.config import load_config
-    from cce.experiments import planned_runs
+    from cce.experiments import planned_runs, run_options
 
     config = load_config(REPO / "config/config.yaml")
     proc = snakemake("-n", "--cores", "all", "--configfile", REPO / "config/config.yaml", cwd=tmp_path, check=True)
@@ -50,6 +53,14 @@ def test_dry_run_of_the_paper_config(tmp_path):
                  "notebook_table5", "notebook_lambda", "all"):
         assert counts[rule] == 1, rule
     assert counts["notebook_figure"] == 2  # Figures 1 and 3
+    # Tables 3 and 6: 4 datasets x 6 methods x 6 seeds, batches of 160 on STL10 (Appendix F)
+    deep_runs = planned_runs(config, "deep")
+    assert counts["deep_run"] == len(deep_runs) == 4 * 6 * 6
+    assert {r.dataset for r in deep_runs} <= datasets
+    for rule in ("table3", "table6", "deep_curves", "notebook_table3", "notebook_table6", "notebook_learning_curves"):
+        assert counts[rule] == 1, rule
+    assert run_options(config, "deep", "stl10", "cce_plus")["batch_size"] == 160
+    assert run_options(config, "deep", "mnist", "cce_plus")["batch_size"] == 250
     assert not (tmp_path / "results").exists()
 
 
@@ -60,6 +71,8 @@ def test_slurm_profile_requests_gpus_for_training(tmp_path):
     jobs = out.split("\n\n")
     run_jobs = [j for j in jobs if "rule clustering_run:" in j]
     assert run_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in run_jobs)
+    deep_jobs = [j for j in jobs if "rule deep_run:" in j]
+    assert deep_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in deep_jobs)
     data_jobs = [j for j in jobs if "rule data:" in j]
     assert data_jobs and all("gpu=1" not in j and "slurm_partition=cpu" in j for j in data_jobs)
 
@@ -86,14 +99,34 @@ def test_tiny_clone_produces_every_output(tiny_clone):
     t1 = pd.read_csv(workdir / "results/table1.csv")
     assert set(t1["method"]) == {"EM", "EM-SQUAREM", "PGD", "Interior point"} and set(t1["K"]) == {2, 20}
     assert set(t1["lam_scale"]) == {"batch", "mean"}
-    for name in ("table1", "table2", "table5", "figure1", "figure3", "lambda"):
+    # Tables 3 and 6: one run of every deep method on Fashion-MNIST's grey network
+    t3 = pd.read_csv(workdir / "results/table3.csv")
+    assert list(t3.columns) == ["method", "fashion_mnist", "fashion_mnist_std"]
+    assert list(t3["method"]) == ["mi_d", "iic", "sela", "mi_adm", "cce_plus"]
+    assert list(pd.read_csv(workdir / "results/table6.csv")["method"]) == ["cce", "cce_plus"]
+    for method in ("mi_d", "iic", "sela", "mi_adm", "cce", "cce_plus"):
+        record = json.loads((workdir / f"results/runs/deep/fashion_mnist/{method}/seed0.json").read_text())
+        assert record["experiment"] == "deep" and record["method"] == method and record["device"] == "cpu"
+        assert record["data"]["n_examples"] == 64 and record["data"]["n_available"] == 70000
+        assert record["info"]["architecture"] == "grey28" and record["info"]["curves"]["epoch"] == [1, 2]
+        assert record["options"]["lr"] == 1e-4 and record["options"]["batch_size"] == 32
+        assert record["info"]["torch_threads"] == 1  # the job's threads (resources.deep.threads)
+        assert record["checkpoint"] is None  # deleted once the record was written (keep_checkpoints: false)
+        table = t3 if method != "cce" else pd.read_csv(workdir / "results/table6.csv")
+        shown = table.set_index("method").loc[method, "fashion_mnist"]
+        assert shown == pytest.approx(100 * record["metrics"]["accuracy"], abs=1e-4)  # one seed: the run itself
+    assert not list((workdir / "results/checkpoints").rglob("*.ckpt"))
+    curves = pd.read_csv(workdir / "results/deep_curves.csv")
+    assert len(curves) == 6 * 2 and set(curves["method"]) == {"mi_d", "iic", "sela", "mi_adm", "cce", "cce_plus"}
+    assert curves["accuracy"].between(0, 1).all() and curves["loss"].notna().all()
+    for name in ("table1", "table2", "table3", "table5", "table6", "figure1", "figure3", "lambda", "learning_curves"):
         html = (workdir / f"results/notebooks/{name}.html").read_text()
         assert "Traceback" not in html
         nb = json.loads((workdir / f"results/notebooks/{name}.ipynb").read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert code and all(c["execution_count"] for c in code)
         assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
-    for name in ("figure1", "figure3", "lambda"):
+    for name in ("figure1", "figure3", "lambda", "learning_curves"):
         png = (workdir / f"results/figures/{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
@@ -171,6 +204,54 @@ def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_clone
     out = proc.stdout + proc.stderr
     assert job_counts(out) == {"all": 1, "clustering_run": 1, "notebook_table2": 1, "table2": 1, "total": 4}
     assert "variant=kmeans, seed=1" in out
+
+
+def _deep_comparable(record):
+    info = {k: v for k, v in record["info"].items() if k not in ("timing", "train_time_s", "resumed_at_epochs")}
+    return {"metrics": record["metrics"], "options": record["options"], "info": info, "data": record["data"]}
+
+
+def test_deep_record_is_what_the_library_gives(tiny_clone):
+    from cce.deep import run_deep
+
+    workdir, _ = tiny_clone
+    record = json.loads((workdir / "results/runs/deep/fashion_mnist/iic/seed0.json").read_text())
+    again = run_deep("fashion_mnist", workdir / "resources/data", "iic", 0, record["options"], progress=False)
+    assert again["info"]["torch_threads"] == record["info"]["torch_threads"]
+    assert again["metrics"] == record["metrics"]
+    assert again["info"]["curves"]["loss"] == pytest.approx(record["info"]["curves"]["loss"], rel=1e-6)
+
+
+def test_interrupted_deep_job_resumes_from_its_checkpoint(tiny_clone):
+    """A deep job stopped after epoch 1, as a kill after that epoch's checkpoint leaves it: Snakemake
+    runs the job again, which resumes from the checkpoint and writes the uninterrupted run's record."""
+    workdir, config = tiny_clone
+    record = workdir / "results/runs/deep/fashion_mnist/mi_adm/seed0.json"
+    checkpoint = workdir / "results/checkpoints/deep/fashion_mnist/mi_adm/seed0.ckpt"
+    original = json.loads(record.read_text())
+    away = record.with_suffix(".away")
+    record.rename(away)
+    try:
+        plan = snakemake(record.relative_to(workdir), "-n", "-p", "--cores", "1", "--configfile", config,
+                         cwd=workdir, snakefile=workdir / "Snakefile", check=True)
+        line = next(line for line in plan.stdout.splitlines() if "python -m cce deep" in line)
+        command = line[line.index("python -m cce deep"):]  # after Snakemake's "Shell command: "
+        stop = command.replace(" --out ", " --stop-after-epoch 1 --out ")
+        assert stop != command
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+        subprocess.run(["bash", "-c", stop], cwd=workdir, env=env, check=True, timeout=600)
+        assert not record.exists() and torch.load(checkpoint, weights_only=True)["epoch"] == 1
+
+        snakemake(record.relative_to(workdir), "--cores", "1", "--configfile", config, cwd=workdir,
+                  snakefile=workdir / "Snakefile", check=True)
+        log = (workdir / "logs/runs/deep/fashion_mnist/mi_adm/seed0.log").read_text()
+        assert "resuming mi_adm seed 0" in log and "after epoch 1" in log
+        resumed = json.loads(record.read_text())
+        assert resumed["info"]["resumed_at_epochs"] == [1] and original["info"]["resumed_at_epochs"] == []
+        assert _deep_comparable(resumed) == _deep_comparable(original)
+        assert not checkpoint.exists()
+    finally:  # the session's run, unchanged, for the tests after this one
+        away.replace(record)
 
 
 def write_config(tmp_path, **changes):

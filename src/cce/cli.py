@@ -125,6 +125,19 @@ def cmd_summarize(args) -> None:
     print(table.to_string(index=False))
 
 
+def cmd_curves(args) -> None:
+    from .io import atomic_path
+    from .tables import curves_frame
+
+    curves = curves_frame(args.runs)
+    with atomic_path(args.out) as tmp:
+        curves.to_csv(tmp, index=False, float_format="%.6g")
+    last = curves.groupby(["dataset", "method"], sort=False).apply(
+        lambda g: g[g["epoch"] == g["epoch"].max()][["loss", "accuracy"]].mean(), include_groups=False)
+    print(f"{len(curves)} epochs of {curves.groupby(['dataset', 'method', 'seed']).ngroups} runs; last epoch, "
+          f"mean over seeds:\n{last.to_string(float_format=lambda v: f'{v:.4f}')}")
+
+
 def cmd_solvers(args) -> None:
     import torch
 
@@ -188,11 +201,17 @@ def cmd_deep(args) -> None:
         print(f"{args.dataset} {args.method} seed {args.seed}: {stop}; run the same command without "
               "--stop-after-epoch to resume")
         return
+    if not args.keep_checkpoint:
+        # The record holds what the tables need; the network's state is tens of MB per run.
+        record["checkpoint"] = None
     write_record(args.out, record)
+    if not args.keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
     m = record["metrics"]
+    kept = f"checkpoint {checkpoint}" if args.keep_checkpoint else "checkpoint deleted"
     print(f"{args.dataset} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} nmi {m['nmi']:.4f} "
           f"ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']} on {record['device']} "
-          f"({record['wall_time_s']:.1f} s; checkpoint {checkpoint})")
+          f"({record['wall_time_s']:.1f} s; {kept})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_summarize)
 
+    p = sub.add_parser("curves", help="per-epoch curves (loss, accuracy, ...) of run records, long format CSV")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_curves)
+
     p = sub.add_parser("solvers", help="Table 1: EM against PGD on the pseudo-label subproblem")
     p.add_argument("--options", type=_json_arg, default={}, help="arguments of solver_comparison.table1_readings")
     p.add_argument("--out", type=Path, required=True)
@@ -274,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="saved after every epoch and resumed from when present (default: OUT with suffix .ckpt)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the last checkpoint (the trained network) after the record is written")
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="stop after this epoch's checkpoint without writing the record (to try a resume)")
     p.set_defaults(func=cmd_deep)

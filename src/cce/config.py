@@ -75,7 +75,7 @@ def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
 
 def _registry_problems(config: dict) -> list[str]:
     """Names that the schema cannot know: datasets, extractors, methods and their options."""
-    from . import data, features, methods
+    from . import data, deep, features, methods, models
 
     problems = []
 
@@ -89,16 +89,23 @@ def _registry_problems(config: dict) -> list[str]:
         if local_dir is not None and not Path(local_dir).is_dir():
             problems.append(f"'datasets.{name}.local_dir': directory {local_dir!r} does not exist")
 
-    for experiment in ("clustering", "lam_study"):
+    for experiment in ("clustering", "lam_study", "deep"):
         section = config.get(experiment)
         if not section:
             continue
+        # deep runs train a Table 7 network (cce.deep); the others a linear head (cce.methods)
+        registry = deep.DEEP_METHODS if experiment == "deep" else methods.METHODS
         for i, name in enumerate(section.get("datasets", [])):
             known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
+            if experiment == "deep" and name in data.DATASETS:
+                try:
+                    models.architecture_for(data.DATASETS[name].image_shape)
+                except ValueError as err:
+                    problems.append(f"'{experiment}.datasets[{i}]': dataset {name!r}: {err}")
         if "extractor" in section:
             known("extractor", f"{experiment}.extractor", section["extractor"], features.EXTRACTORS)
         for i, name in enumerate(section.get("methods", [])):
-            known("method", f"{experiment}.methods[{i}]", name, methods.METHODS)
+            known("method", f"{experiment}.methods[{i}]", name, registry)
         for i, name in enumerate(section.get("baselines", [])):
             known("method", f"{experiment}.baselines[{i}]", name, methods.METHODS)
         if "method" in section:
@@ -109,16 +116,21 @@ def _registry_problems(config: dict) -> list[str]:
                 problems.append(f"'{experiment}.baselines': {section['method']!r} is the method whose lam is "
                                 "varied; list only other methods")
         for name, opts in (section.get("method_options") or {}).items():
-            if name not in methods.METHODS:
-                known("method", f"{experiment}.method_options.{name}", name, methods.METHODS)
+            if name not in registry:
+                known("method", f"{experiment}.method_options.{name}", name, registry)
                 continue
-            allowed = methods.METHODS[name].defaults
-            for opt in opts or {}:
-                if opt not in allowed:
-                    problems.append(
-                        f"'{experiment}.method_options.{name}.{opt}': unknown option of method {name!r}"
-                        f" (allowed: {', '.join(sorted(allowed)) or 'none'})"
-                    )
+            allowed = registry[name].defaults
+            unknown = [opt for opt in opts or {} if opt not in allowed]
+            for opt in unknown:
+                problems.append(
+                    f"'{experiment}.method_options.{name}.{opt}': unknown option of method {name!r}"
+                    f" (allowed: {', '.join(sorted(allowed)) or 'none'})"
+                )
+            if not unknown:
+                try:  # values with a fixed set of choices (solver, ...)
+                    registry[name].options(opts)
+                except (deep.DeepRunError, ValueError) as err:
+                    problems.append(f"'{experiment}.method_options.{name}': {err}")
         for key, value in (section.get("training") or {}).items():
             if isinstance(value, dict) and "default" not in value:
                 for i, name in enumerate(section.get("datasets", [])):

@@ -1,8 +1,8 @@
 """Which runs an experiment consists of, their options and where their records go.
 
-An experiment section of the config (``clustering``: Tables 2 and 5;
-``lam_study``: accuracy against lam) expands to runs, one per (dataset,
-variant, seed). A variant is a method name, or for the lam study the method
+An experiment section of the config (``clustering``: Tables 2 and 5 on fixed
+features; ``lam_study``: accuracy against lam; ``deep``: Tables 3 and 6, networks
+trained from scratch) expands to runs, one per (dataset, variant, seed). A variant is a method name, or for the lam study the method
 with its lam and lam scale, e.g. ``cce_plus-lam100-mean``. Every run's record
 lives at ``results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json``.
 """
@@ -15,7 +15,10 @@ from typing import Any
 
 from .methods import get_method
 
-EXPERIMENTS = ("clustering", "lam_study")
+# Experiments of a linear head on fixed features, and of a network trained from scratch.
+HEAD_EXPERIMENTS = ("clustering", "lam_study")
+DEEP_EXPERIMENTS = ("deep",)
+EXPERIMENTS = HEAD_EXPERIMENTS + DEEP_EXPERIMENTS
 RECORD_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json"
 # A run's variant: the method, or the method at a lam and lam_scale. Also the workflow's wildcard
 # constraint, so it has plain groups only (Snakemake names its own).
@@ -60,7 +63,7 @@ class Run:
 
 def variants(config: dict, experiment: str) -> list[str]:
     section = config[experiment]
-    if experiment == "clustering":
+    if experiment in ("clustering", "deep"):
         return list(section["methods"])
     if experiment == "lam_study":
         swept = [variant_name(section["method"], lam, scale)
@@ -84,9 +87,16 @@ def run_options(config: dict, experiment: str, dataset: str, variant: str) -> di
     ``method_options``, then the variant's lam and lam scale."""
     method, overrides = parse_variant(variant)
     section = config[experiment]
-    spec = get_method(method)
+    if experiment in DEEP_EXPERIMENTS:
+        from .deep import get_deep_method
+
+        spec = get_deep_method(method)
+        trains = True  # every deep method trains the network
+    else:
+        spec = get_method(method)
+        trains = spec.trains_head
     options: dict[str, Any] = {}
-    if spec.trains_head:
+    if trains:
         for key, value in section.get("training", {}).items():
             if isinstance(value, dict):  # per-dataset values, e.g. Appendix F's weight decays
                 if dataset not in value and "default" not in value:

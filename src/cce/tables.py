@@ -49,6 +49,34 @@ def summary(runs: pd.DataFrame, by: Iterable[str] = ("dataset", "method")) -> pd
     return out.reset_index()
 
 
+CURVE_COLUMNS = ("loss", "accuracy", "nmi", "ari", "n_clusters_nonempty", "label_iterations")
+
+
+def curves_frame(paths: Iterable[Path | str]) -> pd.DataFrame:
+    """The per-epoch curves of run records, long format: one row per (run, epoch).
+
+    Columns: experiment, dataset, method, seed, epoch and :data:`CURVE_COLUMNS` (NaN where a
+    record has no such curve, e.g. accuracy of a run without labels).
+    """
+    frames = []
+    for path in paths:
+        r = read_record(path)
+        curves = r.get("info", {}).get("curves", {})
+        if not curves.get("epoch"):
+            raise ValueError(f"{path}: the record has no per-epoch curves")
+        n = len(curves["epoch"])
+        frame = pd.DataFrame({"epoch": curves["epoch"],
+                              **{c: curves.get(c, [float("nan")] * n) for c in CURVE_COLUMNS}})
+        frame.insert(0, "seed", r["seed"])
+        frame.insert(0, "method", r["method"])
+        frame.insert(0, "dataset", r["dataset"])
+        frame.insert(0, "experiment", r["experiment"])
+        frames.append(frame)
+    if not frames:
+        raise ValueError("no run records to aggregate")
+    return pd.concat(frames, ignore_index=True)
+
+
 def paper_layout(runs: pd.DataFrame, methods: list[str], datasets: list[str],
                  metric: str = "accuracy") -> pd.DataFrame:
     """Rows = methods (in the given order), columns = '{dataset}' mean and '{dataset}_std', in percent.

@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from cce.config import ConfigError, validate_config
-from cce.experiments import EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
+from cce.experiments import HEAD_EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
 
 try:
     validate_config(config)  # the schema ships with the library: src/cce/schemas/config.schema.yaml
@@ -29,6 +29,10 @@ envvars:
 NOTEBOOK_DIR = Path(os.path.relpath(Path(workflow.basedir) / "notebooks"))
 # Table 5 compares L_CCE (PGD) with L_CCE+ (EM) on the clustering experiment's runs.
 TABLE5_METHODS = [m for m in ("cce", "cce_plus") if m in config["clustering"]["methods"]]
+# Deep runs: Table 3 compares the losses (every method but L_CCE), Table 6 L_CCE with L_CCE+.
+DEEP_METHODS = (config.get("deep") or {}).get("methods", [])
+TABLE3_METHODS = [m for m in DEEP_METHODS if m != "cce"]
+TABLE6_METHODS = [m for m in ("cce", "cce_plus") if m in DEEP_METHODS]
 
 
 wildcard_constraints:
@@ -36,7 +40,7 @@ wildcard_constraints:
     extractor="[a-z0-9_]+",
     method="[a-z0-9_]+",
     seed="[0-9]+",
-    experiment="|".join(EXPERIMENTS),
+    experiment="|".join(HEAD_EXPERIMENTS),
     variant=VARIANT_PATTERN,
 
 
@@ -54,6 +58,10 @@ def manifest_path(dataset):
 
 def features_path(dataset, extractor):
     return f"results/features/{dataset}/{extractor}.npz"
+
+
+def deep_checkpoint_path(dataset, variant, seed):
+    return f"results/checkpoints/deep/{dataset}/{variant}/seed{seed}.ckpt"
 
 
 def records(experiment, methods=None):
@@ -97,6 +105,13 @@ def all_targets():
     ]
     if TABLE5_METHODS:
         targets += ["results/table5.csv", "results/notebooks/table5.html"]
+    if config.get("deep"):
+        targets += records("deep") + ["results/deep_curves.csv", "results/figures/learning_curves.png",
+                                      "results/notebooks/learning_curves.html"]
+        if TABLE3_METHODS:
+            targets += ["results/table3.csv", "results/notebooks/table3.html"]
+        if TABLE6_METHODS:
+            targets += ["results/table6.csv", "results/notebooks/table6.html"]
     if config.get("lam_study"):
         targets += records("lam_study") + ["results/figures/lambda.png", "results/notebooks/lambda.html"]
     return targets

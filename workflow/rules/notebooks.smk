@@ -96,3 +96,58 @@ rule notebook_table1:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
         " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary}"
         " -p trajectories {input.trajectories} > {log.stderr} 2>&1"
+
+
+rule notebook_table3:
+    input:
+        template=notebook_template("table3"),
+        table="results/table3.csv",
+        summary="results/table3_summary.csv",
+    output:
+        notebook="results/notebooks/table3.ipynb",
+        html=report("results/notebooks/table3.html", caption="../report/notebook.rst", category="Notebooks"),
+    log:
+        notebook="logs/notebooks/table3.ipynb",
+        stderr="logs/notebooks/table3.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+
+
+rule notebook_table6:
+    input:
+        template=notebook_template("table6"),
+        table="results/table6.csv",
+    output:
+        notebook="results/notebooks/table6.ipynb",
+        html=report("results/notebooks/table6.html", caption="../report/notebook.rst", category="Notebooks"),
+    log:
+        notebook="logs/notebooks/table6.ipynb",
+        stderr="logs/notebooks/table6.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p table {input.table} > {log.stderr} 2>&1"
+
+
+rule notebook_learning_curves:
+    input:
+        template=notebook_template("learning_curves"),
+        curves="results/deep_curves.csv",
+    output:
+        figure=report("results/figures/learning_curves.png", caption="../report/learning_curves.rst",
+                      category="Figures"),
+        notebook="results/notebooks/learning_curves.ipynb",
+        html=report("results/notebooks/learning_curves.html", caption="../report/notebook.rst",
+                    category="Notebooks"),
+    log:
+        notebook="logs/notebooks/learning_curves.ipynb",
+        stderr="logs/notebooks/learning_curves.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p curves {input.curves} -p figure {output.figure} > {log.stderr} 2>&1"
