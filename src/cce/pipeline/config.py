@@ -1,6 +1,6 @@
 """Validation of the workflow configuration, before any job runs.
 
-Two layers: the JSON schema in ``src/cce/schemas/config.schema.yaml`` (keys,
+Two layers: the JSON schema in ``src/cce/pipeline/schemas/config.schema.yaml`` (keys,
 types, ranges; fills defaults) and checks against the library's registries
 (dataset, extractor and method names, option names, directories that must
 exist). Every problem is reported with the dotted path of the key, e.g.
@@ -75,7 +75,8 @@ def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
 
 def _registry_problems(config: dict) -> list[str]:
     """Names that the schema cannot know: datasets, extractors, methods and their options."""
-    from . import data, features, methods
+    from .. import data, methods
+    from ..data import features
 
     problems = []
 

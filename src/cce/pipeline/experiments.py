@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .methods import get_method
+from ..methods import get_method
 
 EXPERIMENTS = ("clustering", "lam_study")
 RECORD_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json"
