@@ -4,7 +4,7 @@
     snakemake --cores all                           # every table, figure and notebook
     snakemake --cores all --configfile config/demo.yaml   # offline CPU demo (make demo)
 
-The configuration is validated against src/cce/schemas/config.schema.yaml
+The configuration is validated against src/cce/pipeline/schemas/config.schema.yaml
 before any job runs. README.md says which rule writes which file.
 """
 
@@ -27,7 +27,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/clustering.smk"
 include: "workflow/rules/deep.smk"
-include: "workflow/rules/solvers.smk"
+include: "workflow/rules/table1.smk"
 include: "workflow/rules/notebooks.smk"
 
 

@@ -32,7 +32,7 @@ FULL_SIZE, PAPER_EPOCHS, PAPER_SEEDS = 70000, 50, 6
 
 def load_images(root: Path | None, n: int) -> tuple[np.ndarray, np.ndarray]:
     from cce import data
-    from cce.formats import load_mnist_like
+    from cce.data.formats import load_mnist_like
 
     if root is not None:
         images, labels = data.load("fashion_mnist", root, "all")
@@ -75,7 +75,7 @@ def paper_flops(n_views: int = 2) -> dict[str, float]:
 
 
 def main(argv=None) -> None:
-    from cce.deep import DEEP_METHODS, train_deep
+    from cce.training.deep import DEEP_METHODS, train_deep
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None)

@@ -59,7 +59,7 @@ def load(name: str, fashion_n: int) -> tuple[np.ndarray, np.ndarray]:
         X, y = datasets.load_digits(return_X_y=True)
         return X / 16.0, y
     if name == "fashion":
-        from cce.formats import load_mnist_like
+        from cce.data.formats import load_mnist_like
 
         X, y = load_mnist_like(FASHION_DIR, "all")  # train then test
         idx = np.random.RandomState(0).choice(len(X), size=min(fashion_n, len(X)), replace=False)

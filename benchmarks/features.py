@@ -1,7 +1,7 @@
-"""Throughput of cce.features.resnet50 vs a plain loop over torchvision's ResNet-50.
+"""Throughput of cce.data.features.resnet50 vs a plain loop over torchvision's ResNet-50.
 
 Both get the same images, the same random weights (offline) and the same
-preprocessing (cce.features.preprocess); the plain loop runs the model in
+preprocessing (cce.data.features.preprocess); the plain loop runs the model in
 torch.no_grad on default-layout batches in the main process, the extractor adds
 inference_mode, channels_last and DataLoader workers. Each timing includes
 building the model. Repeats alternate the two; the medians and their ratio are
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 import torchvision
 
-from cce import data, features
+from cce import data
+from cce.data import features
+from cce.device import resolve_device
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
@@ -55,14 +57,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    device = features.resolve_device(args.device)
+    device = str(resolve_device(args.device))
     workers = features.default_workers() if args.num_workers is None else args.num_workers
     images, what = load_images(args.n_images)
     print(f"{len(images)} {what}, shape {images.shape[1:]}, resized to {args.image_size}; device {device}, "
           f"{torch.get_num_threads()} torch threads; batch size {args.batch_size}, {workers} worker(s); "
           f"torch {torch.__version__}, torchvision {torchvision.__version__}", flush=True)
 
-    rates: dict[str, list[float]] = {"plain loop": [], "cce.features": []}
+    rates: dict[str, list[float]] = {"plain loop": [], "cce.data.features": []}
     for r in range(args.repeats):
         t = time.perf_counter()
         ref = plain_loop(images, args.batch_size, device, args.image_size)
@@ -70,13 +72,13 @@ def main() -> None:
         t = time.perf_counter()
         X, _ = features.resnet50(images, weights=None, batch_size=args.batch_size, num_workers=workers,
                                  device=device, image_size=args.image_size, progress=False)
-        rates["cce.features"].append(len(images) / (time.perf_counter() - t))
+        rates["cce.data.features"].append(len(images) / (time.perf_counter() - t))
         diff = float(np.abs(X - ref).max() / np.abs(ref).max())
         print(f"repeat {r + 1}: plain loop {rates['plain loop'][-1]:.2f} images/s, "
-              f"cce.features {rates['cce.features'][-1]:.2f} images/s (max relative difference {diff:.1e})", flush=True)
+              f"cce.data.features {rates['cce.data.features'][-1]:.2f} images/s (max relative difference {diff:.1e})", flush=True)
 
-    plain, ours = (statistics.median(rates[k]) for k in ("plain loop", "cce.features"))
-    print(f"median over {args.repeats} repeats: plain loop {plain:.2f} images/s, cce.features {ours:.2f} images/s, "
+    plain, ours = (statistics.median(rates[k]) for k in ("plain loop", "cce.data.features"))
+    print(f"median over {args.repeats} repeats: plain loop {plain:.2f} images/s, cce.data.features {ours:.2f} images/s, "
           f"ratio {ours / plain:.2f}")
 
 

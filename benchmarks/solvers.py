@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cce.solver_comparison import (
+from cce.pipeline.table1 import (
     default_steps,
     save_table,
     table1_readings,

@@ -40,7 +40,7 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         X, y = load_digits(return_X_y=True)
         return (X / 16.0).astype(np.float32), y
     if name == "fashion":
-        from cce.formats import load_mnist_like
+        from cce.data.formats import load_mnist_like
 
         X, y = load_mnist_like(FASHION_DIR, "all")
         return X.reshape(len(X), -1).astype(np.float32) / 255.0, y.astype(np.int64)
@@ -70,7 +70,7 @@ def train(name: str, X, y, K: int, seed: int, options: dict) -> dict:
 
     from cce.methods import get_method
     from cce.metrics import clustering_scores
-    from cce.train import predict_logits, train_head
+    from cce.training import predict_logits, train_head
 
     spec = get_method(name)
     clock = SolveClock()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cce.augment import SelfAugmentation
+from cce.data.augment import SelfAugmentation
 
 
 def _grey_batch(n=16, copies=True):

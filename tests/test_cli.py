@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cce.features import FeatureFileError, array_checksum, load_features, save_features
+from cce.data.features import FeatureFileError, array_checksum, load_features, save_features
 
 
 def features_file(tmp_path, n=60, d=5, seed=0):
@@ -97,7 +97,7 @@ def test_a_file_without_checksum_is_refused(tmp_path):
 # ----------------------------------------------------------------------------
 def run_cli(argv, capsys):
     """(exit code, stderr, stdout) of the command line, as the shell sees them."""
-    from cce.cli import main
+    from cce.pipeline.cli import main
 
     try:
         code = main(argv)
@@ -135,6 +135,22 @@ def test_cluster_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert message in err, err
     assert not out.exists()
+
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_every_command_refuses_an_absent_device_with_one_message(tmp_path, capsys):
+    # one device check (cce.device.resolve_device) for training, Table 1 and features alike
+    path, _, _ = features_file(tmp_path)
+    commands = [cluster_argv(path, tmp_path / "r.json", "mi_gd", '{"device": "cuda", "epochs": 1}'),
+                ["table1", "--options", '{"device": "cuda"}', "--out", str(tmp_path / "t.csv"),
+                 "--summary-out", str(tmp_path / "s.csv")]]
+    for argv in commands:
+        code, err, _ = run_cli(argv, capsys)
+        assert code == 2 and "device 'cuda' requested but CUDA is not available" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    code, err, _ = run_cli(cluster_argv(path, tmp_path / "r.json", "mi_gd", '{"device": "tpu"}'), capsys)
+    assert code == 2 and "device 'tpu'" in err, err
 
 
 def test_the_installed_command_exits_2_with_the_message(tmp_path):

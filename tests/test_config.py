@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from cce.config import ConfigError, load_config, validate_config
+from cce.pipeline.config import ConfigError, load_config, validate_config
 
 VALID = {
     "clustering": {"datasets": ["digits"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 2},
@@ -101,5 +101,5 @@ def test_empty_and_malformed(tmp_path):
 def test_schema_is_valid_json_schema(repo):
     import jsonschema
 
-    schema = yaml.safe_load((repo / "src/cce/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((repo / "src/cce/pipeline/schemas/config.schema.yaml").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cce import data, fetch
+from cce import data
+from cce.data import fetch
 from data_fixtures import (
     FileServer,
     closed_port_url,

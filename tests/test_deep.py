@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cce import data, deep
-from cce.cli import main
+from cce import data
+from cce.pipeline.cli import main
+from cce.training import deep
 from data_fixtures import fake_mnist, spec_for, write_files
 
 N, BATCH = 16, 8

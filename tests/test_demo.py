@@ -19,7 +19,7 @@ def test_demo_without_fashion_mnist_says_why_and_what_to_do(tmp_path):
         "datasets": {"fashion_mnist": {"download": False}},
         "features": {"batch_size": 256, "num_workers": 0, "device": "cpu"},
         "clustering": {"datasets": ["fashion_mnist"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 1},
-        "solvers": {"Ks": [2], "lam_scales": ["mean"], "repeats": 1, "max_iter": 10, "reference_iter": 10,
+        "table1": {"Ks": [2], "lam_scales": ["mean"], "repeats": 1, "max_iter": 10, "reference_iter": 10,
                     "max_time": 1},
         "resources": {"clustering": {"threads": 1}},
     }

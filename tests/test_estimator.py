@@ -17,7 +17,7 @@ import cce
 from cce.estimator import EXPECTED_FAILED_CHECKS, SelfLabelingClassifier
 from cce.methods import METHODS
 from cce.metrics import hungarian_accuracy
-from cce.train import train_head
+from cce.training import train_head
 
 HEAD_METHODS = ["mi_gd", "mi_adm", "sela", "cce", "cce_plus"]
 
@@ -191,7 +191,7 @@ def test_random_state_reproducible(blobs, method):
 
 
 def test_fit_leaves_torch_global_state_alone(blobs, monkeypatch):
-    import cce.train as train
+    import cce.training as train
 
     X, _ = blobs
     original = train.train_head
@@ -244,7 +244,7 @@ def test_n_init_keeps_the_run_with_the_lowest_objective(blobs):
 
 def test_n_init_selection_ignores_nan_objectives(blobs, monkeypatch):
     X, _ = blobs
-    import cce.train as train
+    import cce.training as train
 
     original = train.train_head
     values = iter([float("nan"), 2.0, 1.0, 3.0])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cce import data, features, fetch
+from cce import data
+from cce.data import features, fetch
 from data_fixtures import fake_mnist, spec_for, write_files
 
 

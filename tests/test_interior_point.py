@@ -1,4 +1,4 @@
-"""The barrier Newton y-step (cce.interior_point) against EM run to convergence, PGD, and the dual bound."""
+"""The barrier Newton y-step (cce.pseudolabels) against EM run to convergence, PGD, and the dual bound."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cce.interior_point import _newton_direction, _parts, interior_point
 from cce.losses import check_prior, self_labeling_objective
-from cce.pseudolabels import dual_bound, em, pgd
+from cce.pseudolabels import dual_bound, em, interior_point, pgd
+from cce.pseudolabels._interior_point import _newton_direction, _parts
 
 F64 = torch.float64
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from cce.experiments import parse_variant, run_options, variant_name
-from cce.features import save_features
-from cce.methods import METHODS, get_method
+from cce.data.features import save_features
+from cce.methods import METHODS, effective_lam, get_method
 from cce.metrics import hungarian_accuracy
-from cce.runs import run_clustering
-from cce.train import ConvergenceWarning, effective_lam, predict_logits, train_head
+from cce.pipeline.experiments import parse_variant, run_options, variant_name
+from cce.pipeline.runs import run_clustering
+from cce.training import ConvergenceWarning, fit, predict_logits, train_head
 
 
 def blobs(seed):
@@ -25,7 +25,7 @@ def blobs(seed):
 def test_each_method_recovers_a_separable_mixture(method, seed):
     X, y = blobs(seed)
     options = {} if method == "kmeans" else {"epochs": 30, "device": "cpu"}
-    labels, info = get_method(method).fit(X, 4, seed, options, progress=False)
+    labels, info = fit(get_method(method), X, 4, seed, options, progress=False)
     assert labels.shape == (300,)
     assert hungarian_accuracy(y, labels) > 0.95, (method, seed)
     assert np.isfinite(info["losses"]["objective"])
@@ -94,9 +94,8 @@ IMPLIED_FAIRNESS = {"em": "reverse_kl", "em_map": "reverse_kl", "mi_adm": "kl"}
 
 
 def spy_on_solvers(monkeypatch):
-    """Record (name, arguments) of every call to a public function of cce.pseudolabels and
-    cce.interior_point (cce.methods imports them from their modules at call time)."""
-    import cce.interior_point as ip
+    """Record (name, arguments) of every call to a public function of cce.pseudolabels
+    (cce.methods looks them up in the package at call time)."""
     import cce.pseudolabels as pl
 
     calls = []
@@ -112,11 +111,10 @@ def spy_on_solvers(monkeypatch):
 
         return spy
 
-    for module in (pl, ip):
-        for name in module.__all__:
-            original = getattr(module, name)
-            if callable(original):
-                monkeypatch.setattr(module, name, spy_for(name, original))
+    for name in pl.__all__:
+        original = getattr(pl, name)
+        if callable(original):
+            monkeypatch.setattr(pl, name, spy_for(name, original))
     return calls
 
 
@@ -129,7 +127,7 @@ def test_solvers_receive_the_configured_lam_fairness_and_prior(monkeypatch, meth
     options = {"epochs": 2, "batch_size": 100, "lam": 3.0, "lam_scale": lam_scale, "device": "cpu"}
     if solver is not None:
         options["solver"] = solver
-    _, info = get_method(method).fit(X, 4, 0, options, progress=False)
+    _, info = fit(get_method(method), X, 4, 0, options, progress=False)
     # the solver the option names, and no other, solved every y-problem
     expected = {"interior_point": "interior_point", "pgd": "pgd", "em": "em", None: "mi_adm"}[solver]
     assert {name for name, args in calls if "lam" in args and name != "dual_bound"} == {expected}
@@ -149,7 +147,7 @@ def test_solvers_receive_the_configured_lam_fairness_and_prior(monkeypatch, meth
 def test_sela_solver_receives_its_options(monkeypatch):
     X, _ = blobs(0)
     calls = spy_on_solvers(monkeypatch)
-    get_method("sela").fit(X, 4, 0, {"epochs": 2, "device": "cpu", "epsilon": 0.2, "n_iter": 77}, progress=False)
+    fit(get_method("sela"), X, 4, 0, {"epochs": 2, "device": "cpu", "epsilon": 0.2, "n_iter": 77}, progress=False)
     sinkhorn = [args for name, args in calls if name == "sinkhorn"]
     assert len(sinkhorn) >= 2 + 1  # once per epoch (on all points), and the final objective
     for args in sinkhorn:
@@ -222,7 +220,7 @@ def objective_as_written(y, sigma, lam, fairness, cross_entropy):
 
 def minimize_as_written(sigma, lam, fairness, cross_entropy):
     """min over y in the simplex rows of :func:`objective_as_written`, by L-BFGS on y = softmax(z)
-    with autograd gradients (float64): no code of cce.pseudolabels or cce.interior_point."""
+    with autograd gradients (float64): no code of cce.pseudolabels or cce.pseudolabels."""
     from scipy.optimize import minimize
 
     s = torch.from_numpy(sigma)
@@ -309,7 +307,7 @@ def test_solver_choices_are_checked():
         get_method("cce_plus").options({"solver": "newton"})
     with pytest.raises(ValueError, match=r"option 'solver' must be one of \['interior_point', 'pgd'\]"):
         get_method("cce").options({"solver": "em"})
-    from cce.deep import DeepRunError, get_deep_method
+    from cce.training.deep import DeepRunError, get_deep_method
 
     with pytest.raises(DeepRunError, match="option 'solver' must be one of"):
         get_deep_method("cce_plus").options({"solver": "pgd"})

@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from cce.notebooks import NotebookFailed, run_notebook
+from cce.pipeline.notebooks import NotebookFailed, run_notebook
 
 
 def write_template(path, body):

@@ -25,7 +25,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_carries_the_schema_and_the_paper_numbers(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "cce/schemas/config.schema.yaml" in names
+    assert "cce/pipeline/schemas/config.schema.yaml" in names
     assert {"cce/paper/table1.csv", "cce/paper/table2.csv", "cce/paper/table5.csv"} <= names
 
 
@@ -51,7 +51,7 @@ def test_installed_wheel_validates_a_config_outside_the_repository(wheel, tmp_pa
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{config}: valid"
-    where = subprocess.run([python, "-c", "import cce, cce.config; print(cce.__file__); print(cce.config.SCHEMA_PATH)"],
+    where = subprocess.run([python, "-c", "import cce, cce.pipeline.config; print(cce.__file__); print(cce.pipeline.config.SCHEMA_PATH)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(path.startswith(site) for path in where), where  # the installed copy, not the repository's src/
     bad = work / "bad.yaml"

@@ -199,7 +199,7 @@ def test_m_step_kkt_raw_floats(sigma, w):
 
 
 def test_m_step_blocks_and_warm_start(monkeypatch):
-    import cce.pseudolabels as P
+    import cce.pseudolabels._em as P
 
     sigma, w = _special_batch(5, 300, 7, 2.0, {"w_zeros", "ties", "one_hot"})
     y_ref, info_ref = m_step(sigma, w)
@@ -492,18 +492,44 @@ def test_pgd_diverging_step_is_reported():
 # ----------------------------------------------------------------------------
 # SeLa Sinkhorn and MI-ADM
 # ----------------------------------------------------------------------------
-def test_sinkhorn_marginals_and_pot():
+def _sinkhorn_loop(sigma, prior, epsilon, n_iter):
+    """A plain log-domain Sinkhorn in torch (the loop cce had before it called POT), class masses exact."""
+    logk = torch.log(sigma) / epsilon
+    loga = torch.full((sigma.shape[0],), -math.log(sigma.shape[0]), dtype=sigma.dtype)
+    beta = torch.zeros(sigma.shape[1], dtype=sigma.dtype)
+    for _ in range(n_iter):
+        alpha = loga - torch.logsumexp(logk + beta, 1)
+        beta = torch.log(prior) - torch.logsumexp(logk + alpha[:, None], 0)
+    return (logk + alpha[:, None] + beta).exp()
+
+
+def test_sinkhorn_marginals_and_plain_loop():
+    # cce.pseudolabels.sinkhorn is POT's log-domain Sinkhorn: the same plan and labels as a
+    # loop written from eq. (4), and both marginals met.
     sigma = softmax_sigma(200, 7, 2, scale=2.0)
     prior = torch.tensor([0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1], dtype=F64)
-    y, info = sinkhorn(sigma, epsilon=0.1, prior=prior, tol=1e-12, n_iter=5000)
+    y, info = sinkhorn(sigma, epsilon=0.1, prior=prior, tol=1e-13, n_iter=5000)
     P = info["plan"]
-    assert info["converged"]
+    assert info["converged"] and info["marginal_error"] < 1e-13 and 10 < info["iterations"] < 5000
+    assert P.dtype == F64 and y.dtype == F64
     torch.testing.assert_close(P.sum(1), torch.full((200,), 1 / 200, dtype=F64), rtol=0, atol=1e-12)
     torch.testing.assert_close(P.sum(0), prior, rtol=0, atol=1e-12)
-    ref = ot.sinkhorn(np.full(200, 1 / 200), prior.numpy(), -np.log(sigma.numpy()), 0.1,
-                      method="sinkhorn_log", numItermax=5000, stopThr=1e-13)
-    np.testing.assert_allclose(P.numpy(), ref, atol=1e-10)
-    assert torch.equal(y, torch.nn.functional.one_hot(P.argmax(1), 7).to(F64))
+    ref = _sinkhorn_loop(sigma, prior, 0.1, info["iterations"] + 100)
+    torch.testing.assert_close(P, ref, rtol=0, atol=1e-10)
+    assert torch.equal(y, torch.nn.functional.one_hot(ref.argmax(1), 7).to(F64))
+
+
+def test_sinkhorn_sela_labels_match_plain_loop_and_stop_at_n_iter():
+    # SeLa's setting (uniform classes, epsilon 0.05, tol 1e-4 of the sela method): the labels
+    # of the stopped POT run are those of the converged loop but for points on a tie.
+    g = torch.Generator().manual_seed(1)
+    sigma = torch.softmax(3.0 * torch.randn(2000, 10, generator=g, dtype=F64), -1)
+    y, info = sinkhorn(sigma, n_iter=1000, epsilon=0.05, tol=1e-4)
+    assert info["converged"]
+    ref = _sinkhorn_loop(sigma, torch.full((10,), 0.1, dtype=F64), 0.05, 2000)
+    assert float((y.argmax(1) != ref.argmax(1)).double().mean()) <= 1e-3
+    y1, info1 = sinkhorn(sigma, n_iter=1, epsilon=0.05, tol=1e-4)
+    assert info1["iterations"] == 1 and not info1["converged"] and y1.shape == (2000, 10)
 
 
 def test_sinkhorn_balances_hard_labels():

@@ -1,4 +1,4 @@
-"""Aggregation of run records into the paper's tables (src/cce/tables.py).
+"""Aggregation of run records into the paper's tables (src/cce/pipeline/tables.py).
 
 The records are written here with numbers chosen so that each plausible mistake
 shows: mean vs median, percent vs fraction, sample std (ddof=1) vs population std
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cce.runs import RecordError
-from cce.tables import (compare_with_paper, curves_frame, format_mean_std, paper_layout, paper_table, records_frame,
-                        summary)
+from cce.pipeline.runs import RecordError
+from cce.pipeline.tables import (compare_with_paper, curves_frame, format_mean_std, paper_layout, paper_table,
+                                 records_frame, summary)
 
 
 def record(dataset, method, seed, accuracy, nmi=0.5, lam=None, lam_scale=None, objective=1.0,

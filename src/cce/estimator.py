@@ -1,6 +1,6 @@
 """scikit-learn style estimator: self-labeled clustering with a linear softmax head.
 
-:class:`SelfLabelingClassifier` wraps :func:`cce.train.train_head` (Section 5.1 and
+:class:`SelfLabelingClassifier` wraps :func:`cce.training.train_head` (Section 5.1 and
 Appendix F of Zhang & Boykov) in the ``fit / predict / predict_proba / fit_predict``
 conventions of scikit-learn's clusterers::
 
@@ -22,6 +22,8 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+
+from .methods import TRAINING_DEFAULTS
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -87,7 +89,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
     the losses of :mod:`cce.methods`. The default, ``"cce_plus"``, is the paper's
     method: L_CCE+ (eq. 11), collision cross-entropy plus lam * KL(u || ybar), with
     the pseudo-labels y re-estimated on every batch (by default with the
-    interior-point solver of :mod:`cce.interior_point`, the same minimizer as the
+    interior-point solver of :mod:`cce.pseudolabels`, the same minimizer as the
     EM of Section 4).
 
     Like :class:`sklearn.cluster.KMeans`, ``n_init`` runs start from different
@@ -112,15 +114,15 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         How lam is read (config/README.md, "How lam is read"): ``"mean"`` is eq. (10)/(11) as
         written, ``"batch"`` is eq. (15) read literally (lam / batch size).
         None: the method's default (``"mean"``). Ignored like ``lam``.
-    epochs : int, default=50
+    epochs : int, default from :data:`cce.methods.TRAINING_DEFAULTS`
         Passes over the data; ``n_iter_`` reports it.
-    batch_size : int, default=250
+    batch_size : int, default from :data:`cce.methods.TRAINING_DEFAULTS`
         SGD batch size (Appendix F); capped at n_samples.
-    lr : float, default=0.1
+    lr : float, default from :data:`cce.methods.TRAINING_DEFAULTS`
         SGD learning rate.
-    weight_decay : float, default=1e-3
+    weight_decay : float, default from :data:`cce.methods.TRAINING_DEFAULTS`
         L2 weight decay of SGD.
-    preprocess : {"center", "none"}, default="center"
+    preprocess : {"center", "none"}, default from :data:`cce.methods.TRAINING_DEFAULTS`
         ``"center"`` subtracts the training mean (``mean_``) before the head.
     n_init : int, default=1
         Number of runs with different seeds; the lowest objective wins.
@@ -184,7 +186,7 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
     -----
     The defaults are the paper's (Appendix F), made for data sets of 10^4 to
     10^5 points. An epoch is ceil(n_samples / batch_size) SGD steps, so on a
-    few hundred points 50 epochs are only 50 steps and training stops well
+    few hundred points the default epochs are as few SGD steps and training stops well
     before the objective converges; raise ``epochs`` there (see
     ``benchmarks/estimator_vs_kmeans.py``). Like K-means, the objectives have
     local minima (MI-GD and MI-ADM more often than ``cce_plus`` and ``sela``):
@@ -224,15 +226,15 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         method="cce_plus",
         lam=None,
         lam_scale=None,
-        epochs=50,
-        batch_size=250,
-        lr=0.1,
-        weight_decay=1e-3,
-        preprocess="center",
+        epochs=TRAINING_DEFAULTS["epochs"],
+        batch_size=TRAINING_DEFAULTS["batch_size"],
+        lr=TRAINING_DEFAULTS["lr"],
+        weight_decay=TRAINING_DEFAULTS["weight_decay"],
+        preprocess=TRAINING_DEFAULTS["preprocess"],
         n_init=1,
         init="random",
         random_state=None,
-        device="cpu",
+        device="cpu",  # not the workflow's "auto": a scikit-learn estimator stays on the CPU unless asked
         method_options=None,
         verbose=0,
     ):
@@ -318,7 +320,8 @@ class SelfLabelingClassifier(ClusterMixin, BaseEstimator):
         """
         import torch
 
-        from .train import Preprocessor, resolve_device, train_head
+        from .device import resolve_device
+        from .training import Preprocessor, train_head
 
         method, options = self._check_params()
         X = self._validate_X(X, reset=True)

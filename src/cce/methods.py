@@ -1,7 +1,7 @@
 """Registry of the clustering methods compared in Table 2 (name -> objective, y-step, network loss).
 
 Every method except K-means trains the same linear softmax head on fixed
-features (:func:`cce.train.train_head`) and differs in three pieces:
+features (:func:`cce.training.train_head`) and differs in three pieces:
 
 ==========  =============================================  =====================  ==================
 method      self-labeling objective                        pseudo-label step      network loss
@@ -44,9 +44,27 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
+def effective_lam(lam: float, lam_scale: str, batch_size: int) -> float:
+    """The lam passed to the solvers.
+
+    EM's Jensen bound on KL(u || ybar) gives point i the M-step weights
+    lam * u_k * M * S_ik for the objective as written; eq. (15) writes them
+    without the factor M, which is the same algorithm with lam / M.
+
+    ``"mean"``: the objective as written, mean_i CE + lam * KL (eq. 10/11).
+    ``"batch"``: eq. (15) read literally, weights lam * u_k * S_ik, which is the
+    mean-form objective with lam / M for a batch of M points.
+    """
+    if lam_scale == "mean":
+        return float(lam)
+    if lam_scale == "batch":
+        return float(lam) / batch_size
+    raise ValueError(f"lam_scale must be 'mean' or 'batch', got {lam_scale!r}")
+
+
 @dataclass(frozen=True)
 class Method:
-    """One clustering method; ``fit(X, n_clusters, seed, options, y_true)`` -> (labels, info)."""
+    """One clustering method; :func:`cce.training.fit` trains it: (method, X, n_clusters, seed, options) -> (labels, info)."""
 
     name: str
     title: str  # the row label in the paper's tables
@@ -64,8 +82,6 @@ class Method:
         return self.fit_fn is None
 
     def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
-        from .train import effective_lam
-
         state = dict(options)
         if "lam" in options:
             state["lam"] = effective_lam(options["lam"], options.get("lam_scale", "mean"), batch_size)
@@ -82,21 +98,6 @@ class Method:
     def objective_value(self, sigma: torch.Tensor, state: dict[str, Any]) -> float:
         """The method's objective at predictions sigma (N, K), minimized over y by its own solver."""
         return float(self.objective(sigma.double(), state))
-
-    def fit(self, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
-            y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-        opts = self.options(options)
-        if self.fit_fn is not None:
-            return self.fit_fn(X, n_clusters, seed, **opts)
-        import torch
-
-        from .train import predict_logits, train_head
-
-        head, pre, info = train_head(X, n_clusters, self, seed, opts, y_true=y_true, progress=progress)
-
-        Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
-        labels = predict_logits(head, Xt).argmax(-1).cpu().numpy()
-        return labels, info
 
     def options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """The method's defaults updated by ``options``; unknown names are an error."""
@@ -188,7 +189,7 @@ def _objective_sela(sigma, state):
 
 def _labels_cce(sigma, state):
     if state["solver"] == "interior_point":
-        from .interior_point import interior_point
+        from .pseudolabels import interior_point
 
         return interior_point(sigma, state["lam"], fairness="kl", tol=state["tol"], max_iter=state["max_iter"])
     from . import pseudolabels
@@ -203,7 +204,7 @@ def _objective_cce(sigma, state):
 
 def _labels_cce_plus(sigma, state):
     if state["solver"] == "interior_point":
-        from .interior_point import interior_point
+        from .pseudolabels import interior_point
 
         return interior_point(sigma, state["lam"], fairness="reverse_kl", tol=state["tol"],
                               max_iter=state["max_iter"])
@@ -251,7 +252,7 @@ register(Method(
     "Asano et al. [1]: equal-partition hard labels (eq. 4) by log-domain Sinkhorn. As in SeLa, the "
     "labels are computed on the whole data set (cheap for a linear head on fixed features) once per "
     "epoch, not per batch; epsilon is the entropic regularization of the transport plan, tol the "
-    "L1 error of its row marginals at which Sinkhorn stops.",
+    "L2 error of its class marginals at which POT's Sinkhorn stops.",
     defaults={**TRAINING_DEFAULTS, "epsilon": 0.05, "n_iter": 1000, "tol": 1e-4},
     label_scope="epoch", label_solver=_labels_sinkhorn, loss=_mean_shannon, objective=_objective_sela,
 ))
@@ -259,7 +260,7 @@ register(Method(
     "cce", "CCE (L_CCE)",
     "L_CCE (eq. 10, KL(ybar || u)): y on every batch from the predictions; head trained by collision "
     "CE. EM does not apply to this fairness term. solver='interior_point' (default) solves the "
-    "y-problem to a relative gap of tol with the barrier Newton method of cce.interior_point; "
+    "y-problem to a relative gap of tol with the barrier Newton method of cce.pseudolabels; "
     "solver='pgd' is projected gradient descent with a backtracking step (step='armijo'; a fixed "
     "step that suits one lam diverges at another), which needs thousands of iterations per batch "
     "at lam = 100 and leaves clusters empty when capped (max_iter counts PGD iterations then).",
@@ -277,7 +278,7 @@ register(Method(
     "sublinearly: the optimum lies on the simplex boundary, and at tol 1e-6 (relative change) EM "
     "stops with a gap of 1e-4 to 6e-4 on digits batches after 110 to 170 SQUAREM iterations. The "
     "default, solver='interior_point', solves the same problem by the barrier Newton method of "
-    "cce.interior_point to a certified relative gap of tol (1e-9 or better there, about 40 Newton "
+    "cce.pseudolabels to a certified relative gap of tol (1e-9 or better there, about 40 Newton "
     "steps, several times faster). tol and max_iter apply to the solver chosen (EM: relative "
     "change of the objective and EM iterations; interior point: relative gap and Newton steps).",
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cce.config import ConfigError, validate_config
-from cce.experiments import HEAD_EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
+from cce.pipeline.config import ConfigError, validate_config
+from cce.pipeline.experiments import HEAD_EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
 
 try:
-    validate_config(config)  # the schema ships with the library: src/cce/schemas/config.schema.yaml
+    validate_config(config)  # the schema ships with the library: src/cce/pipeline/schemas/config.schema.yaml
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

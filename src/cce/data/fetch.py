@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .io import atomic_path
+from ..io import atomic_path
 
 MIRROR_ENV = "CCE_DATA_MIRROR"
 # Per socket operation (connect, each read), not for the whole transfer: a dead

@@ -2,7 +2,7 @@
 
 Each ``load_*`` takes the dataset's ``raw/`` directory and a split (``"all"`` is
 train followed by test) and returns images (N, H, W) or (N, H, W, 3) as uint8 and
-labels (N,) as int64. Malformed files raise :class:`cce.fetch.DataVerificationError`.
+labels (N,) as int64. Malformed files raise :class:`cce.data.fetch.DataVerificationError`.
 """
 
 from __future__ import annotations

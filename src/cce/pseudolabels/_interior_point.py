@@ -27,8 +27,9 @@ import math
 import torch
 from torch import Tensor
 
-from .losses import check_prior
-from .pseudolabels import _check_sigma, dual_bound
+from ..losses import check_prior
+from ._common import _check_sigma
+from ._dual import dual_bound
 
 __all__ = ["interior_point"]
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_path
+from ..io import atomic_path
 
 KERNEL = "python3"
 

@@ -2,7 +2,7 @@
 
 One loop serves every method. Per batch of images (uint8, kept on the device):
 
-1. two random views of every image (:class:`cce.augment.SelfAugmentation`);
+1. two random views of every image (:class:`cce.data.augment.SelfAugmentation`);
 2. one forward pass of both views; sigma_i = E_t[sigma(t(X_i))] is their mean softmax,
    carried in log space by :func:`cce.losses.view_mixture_logits`;
 3. methods with pseudo-labels (SeLa, MI-ADM, CCE, Ours) take y from their solver in
@@ -52,14 +52,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import losses
-from .augment import SelfAugmentation
-from .methods import Method, get_method, invalid_choice
-from .models import architecture_for, build_model
+from .. import losses
+from ..data.augment import SelfAugmentation
+from ..device import DeviceUnavailableError, resolve_device
+from ..methods import Method, get_method, invalid_choice
+from ..models import architecture_for, build_model
 
 __all__ = [
     "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
-    "TrainingStopped", "check_device", "get_deep_method", "load_checkpoint", "run_deep", "train_deep",
+    "TrainingStopped", "get_deep_method", "load_checkpoint", "run_deep", "train_deep",
 ]
 
 RECORD_VERSION = 1
@@ -90,10 +91,6 @@ _NO_FLIP = ("mnist", "digits")
 
 class DeepRunError(Exception):
     """A run that cannot start as asked (unknown method or option, no network for the images, ...)."""
-
-
-class DeviceUnavailableError(DeepRunError):
-    """The requested device does not exist on this machine."""
 
 
 class TrainingStopped(Exception):
@@ -186,28 +183,6 @@ def get_deep_method(name: str) -> DeepMethod:
 # ----------------------------------------------------------------------------
 # Device, data on the device, model
 # ----------------------------------------------------------------------------
-def check_device(device: str) -> torch.device:
-    """The torch device for ``auto | cpu | cuda | cuda:N``; an unavailable one stops with a message."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise DeepRunError(f"device {device!r} is not a torch device ({err}); use auto, cpu or cuda") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError(
-                f"device {device!r} requested but CUDA is not available on {socket.gethostname()} "
-                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); set device to 'auto' "
-                "or 'cpu', or run on a machine with an NVIDIA GPU")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceUnavailableError(f"device {device!r} requested but only {torch.cuda.device_count()} "
-                                         "CUDA device(s) exist")
-    elif dev.type != "cpu":
-        raise DeepRunError(f"device {device!r} is not supported; use auto, cpu or cuda")
-    return dev
-
-
 class Standardize(nn.Module):
     """(x - mean_c) / std_c per channel with the data set's statistics, as the network's first step."""
 
@@ -307,7 +282,7 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
 
 def save_checkpoint(path: Path | str, checkpoint: dict[str, Any]) -> None:
     """Write ``checkpoint`` atomically (temporary file, fsync, rename): a crash leaves the previous one."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -375,11 +350,11 @@ def train_deep(
     after that epoch's checkpoint (to test and demonstrate a resume).
     Returns the cluster of every image (N,) and an info dict (curves, timing, device).
     """
-    from .metrics import clustering_scores
+    from ..metrics import clustering_scores
 
     spec = get_deep_method(method)
     opts = spec.options(options)
-    device = check_device(opts["device"])
+    device = resolve_device(opts["device"])
     if opts["precision"] not in ("float32", "bf16"):
         raise DeepRunError(f"precision must be 'float32' or 'bf16', got {opts['precision']!r}")
     if int(opts["n_views"]) < 1 or (spec.name == "iic" and int(opts["n_views"]) < 2):
@@ -562,17 +537,17 @@ def run_deep(
 ) -> dict[str, Any]:
     """Train ``method`` on every image of the prepared ``dataset`` (train + test, Table 8); return the record.
 
-    The record has the fields of :func:`cce.runs.run_clustering`'s (metrics by Hungarian
+    The record has the fields of :func:`cce.pipeline.runs.run_clustering`'s (metrics by Hungarian
     matching, NMI, ARI, clusters used; options; per-epoch curves in ``info``; wall time;
     device; versions) with ``data`` in place of ``features``.
     """
-    from . import data
-    from .metrics import clustering_scores
-    from .provenance import git_commit, library_versions
+    from .. import data
+    from ..metrics import clustering_scores
+    from ..provenance import git_commit, library_versions
 
     spec = get_deep_method(method)
     opts = spec.options(options)
-    check_device(opts["device"])  # before loading anything
+    resolve_device(opts["device"])  # before loading anything
     dspec = data.get_spec(dataset)
     images, labels = data.load(dataset, root, "all")
     n_total = int(images.shape[0])

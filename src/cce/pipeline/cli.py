@@ -49,7 +49,7 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from . import data
+    from .. import data
 
     try:
         manifest = data.prepare(args.dataset, args.root, local_dir=args.local_dir, download=not args.no_download,
@@ -60,7 +60,8 @@ def cmd_data(args) -> None:
 
 
 def cmd_features(args) -> None:
-    from . import data, features
+    from .. import data
+    from ..data import features
 
     try:
         X, y, meta = features.extract_dataset(args.dataset, args.root, args.extractor, **args.options)
@@ -71,8 +72,9 @@ def cmd_features(args) -> None:
 
 
 def cmd_cluster(args) -> None:
-    from .features import FeatureFileError
-    from .methods import get_method
+    from ..data.features import FeatureFileError
+    from ..device import DeviceError
+    from ..methods import get_method
     from .runs import run_clustering, write_record
 
     try:  # an unknown method or option is refused before the features are read
@@ -82,7 +84,7 @@ def cmd_cluster(args) -> None:
     try:
         record = run_clustering(args.features, args.method, args.seed, args.options,
                                 experiment=args.experiment, config_name=args.config_name)
-    except FeatureFileError as err:
+    except (FeatureFileError, DeviceError) as err:
         raise UserError(str(err)) from err
     write_record(args.out, record)
     m = record["metrics"]
@@ -102,7 +104,7 @@ def _records(paths):
 
 
 def cmd_table(args) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
     from .tables import paper_layout, summary
 
     runs = _records(args.runs)
@@ -116,7 +118,7 @@ def cmd_table(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
     from .tables import summary
 
     table = summary(_records(args.runs), by=args.by)
@@ -126,7 +128,7 @@ def cmd_summarize(args) -> None:
 
 
 def cmd_curves(args) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
     from .tables import curves_frame
 
     curves = curves_frame(args.runs)
@@ -138,16 +140,18 @@ def cmd_curves(args) -> None:
           f"mean over seeds:\n{last.to_string(float_format=lambda v: f'{v:.4f}')}")
 
 
-def cmd_solvers(args) -> None:
+def cmd_table1(args) -> None:
     import torch
 
-    from .io import atomic_path
-    from .solver_comparison import table1_readings
-    from .train import resolve_device
+    from ..device import DeviceError, resolve_device
+    from ..io import atomic_path
+    from .table1 import table1_readings
 
     opts = dict(args.options)
-    if opts.get("device") == "auto":
-        opts["device"] = str(resolve_device("auto"))
+    try:
+        opts["device"] = str(resolve_device(opts.get("device", "cpu")))
+    except DeviceError as err:
+        raise UserError(str(err)) from err
     print(f"Table 1 on {opts.get('device', 'cpu')} with {torch.get_num_threads()} torch thread(s): {args.options}",
           file=sys.stderr)
     table, summary = table1_readings(**opts)
@@ -156,7 +160,7 @@ def cmd_solvers(args) -> None:
     with atomic_path(args.summary_out) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")
     if args.trajectories_out:
-        from .io import write_json_atomic
+        from ..io import write_json_atomic
 
         write_json_atomic(args.trajectories_out, table[["lam_scale", "method", "K", "step", "objective"]]
                           .to_dict(orient="records"))
@@ -181,8 +185,9 @@ def cmd_notebook(args) -> None:
 
 
 def cmd_deep(args) -> None:
-    from . import data
-    from .deep import DeepRunError, TrainingStopped, get_deep_method, run_deep
+    from .. import data
+    from ..device import DeviceError
+    from ..training.deep import DeepRunError, TrainingStopped, get_deep_method, run_deep
     from .runs import write_record
 
     try:  # an unknown dataset, method or option is refused before anything is loaded
@@ -195,7 +200,7 @@ def cmd_deep(args) -> None:
         record = run_deep(args.dataset, args.root, args.method, args.seed, args.options,
                           experiment=args.experiment, config_name=args.config_name, checkpoint=checkpoint,
                           stop_after_epoch=args.stop_after_epoch)
-    except (DeepRunError, data.DataUnavailableError, data.DataVerificationError) as err:
+    except (DeepRunError, DeviceError, data.DataUnavailableError, data.DataVerificationError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     except TrainingStopped as stop:
         print(f"{args.dataset} {args.method} seed {args.seed}: {stop}; run the same command without "
@@ -271,12 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_curves)
 
-    p = sub.add_parser("solvers", help="Table 1: EM against PGD on the pseudo-label subproblem")
-    p.add_argument("--options", type=_json_arg, default={}, help="arguments of solver_comparison.table1_readings")
+    p = sub.add_parser("table1", help="Table 1: EM against PGD on the pseudo-label subproblem")
+    p.add_argument("--options", type=_json_arg, default={}, help="arguments of cce.pipeline.table1.table1_readings")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary-out", type=Path, required=True)
     p.add_argument("--trajectories-out", type=Path, default=None, help="objective after every iteration, JSON")
-    p.set_defaults(func=cmd_solvers)
+    p.set_defaults(func=cmd_table1)
 
     p = sub.add_parser("notebook", help="execute a papermill notebook and render it to HTML")
     p.add_argument("template", type=Path)

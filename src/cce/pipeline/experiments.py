@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .methods import get_method
+from ..methods import get_method
 
 # Experiments of a linear head on fixed features, and of a network trained from scratch.
 HEAD_EXPERIMENTS = ("clustering", "lam_study")
@@ -88,7 +88,7 @@ def run_options(config: dict, experiment: str, dataset: str, variant: str) -> di
     method, overrides = parse_variant(variant)
     section = config[experiment]
     if experiment in DEEP_EXPERIMENTS:
-        from .deep import get_deep_method
+        from ..training.deep import get_deep_method
 
         spec = get_deep_method(method)
         trains = True  # every deep method trains the network

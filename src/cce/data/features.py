@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from . import data, fetch
-from .io import write_npz_atomic
-from .provenance import library_versions
+from . import fetch
+from .. import data
+from ..device import resolve_device
+from ..io import write_npz_atomic
+from ..provenance import library_versions
 
 EXTRACTORS = ("pixels", "resnet50")
 RESNET50_WEIGHTS = "IMAGENET1K_V1"
@@ -177,16 +179,6 @@ class _Batches:
         return preprocess(self.images[i * self.batch_size : (i + 1) * self.batch_size], self.size, self.pixel_max)
 
 
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return device
-
-
 def default_workers() -> int:
     # One core stays with the forward pass; preprocessing is light.
     return min(4, max(1, (os.cpu_count() or 1) - 1))
@@ -249,7 +241,7 @@ def resnet50(
         _Batches(images, batch_size, size, pixel_max),
         batch_size=None,
         num_workers=workers,
-        pin_memory=dev.startswith("cuda"),
+        pin_memory=dev.type == "cuda",
         # Its own generator: iterating a DataLoader otherwise draws a seed from the global RNG.
         generator=torch.Generator().manual_seed(seed),
     )
@@ -273,7 +265,7 @@ def resnet50(
             "normalize with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)"
         ),
         "image_size": size,
-        "device": dev,
+        "device": str(dev),
         "batch_size": batch_size,
     }
     return out, how

@@ -1,4 +1,4 @@
-"""Table 1 / Figure 3 computations of cce.solver_comparison (no wall-time assertions)."""
+"""Table 1 / Figure 3 computations of cce.pipeline.table1 (no wall-time assertions)."""
 
 import math
 
@@ -7,11 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cce.pseudolabels import em
-from cce.solver_comparison import (
+from cce.pipeline.table1 import (
     PAPER_STEPS,
     default_steps,
-    effective_lam,
     figure3_data,
     random_sigma,
     save_table,
@@ -19,21 +17,18 @@ from cce.solver_comparison import (
     table1,
     time_per_iteration_scaling,
 )
+from cce.pseudolabels import em
 
 
 
 
-def test_random_sigma_and_lam_readings():
+def test_random_sigma():
     s = random_sigma(250, 20, seed=3)
     assert s.shape == (250, 20) and s.dtype == torch.float64
     torch.testing.assert_close(s.sum(1), torch.ones(250, dtype=torch.float64))
     assert torch.equal(s, random_sigma(250, 20, seed=3))
     assert not torch.equal(s, random_sigma(250, 20, seed=4))
     assert random_sigma(10, 5, dtype=torch.float32).dtype == torch.float32
-    assert effective_lam(100, "mean", 250) == 100.0
-    assert effective_lam(100, "batch", 250) == pytest.approx(0.4)
-    with pytest.raises(ValueError):
-        effective_lam(100, "sum", 250)
 
 
 def test_default_steps():

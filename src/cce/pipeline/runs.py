@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .features import load_features
-from .io import write_json_atomic
-from .methods import get_method
-from .provenance import git_commit, library_versions
+from ..data.features import load_features
+from ..io import write_json_atomic
+from ..methods import get_method
+from ..provenance import git_commit, library_versions
+from ..training import fit
 
 RECORD_VERSION = 1
 
@@ -51,11 +52,11 @@ def run_clustering(
 
     # scikit-learn (and torch, in fit) are imported here, not with the module: the table rules read
     # records through this module and need neither.
-    from .metrics import clustering_scores
+    from ..metrics import clustering_scores
 
     seed_everything(seed)
     start = time.perf_counter()
-    labels, info = spec.fit(X, n_clusters, seed, opts, y_true=y)
+    labels, info = fit(spec, X, n_clusters, seed, opts, y_true=y)
     wall = time.perf_counter() - start
 
     return {

@@ -1,6 +1,8 @@
 """Dataset registry: where each dataset comes from, how it is verified and loaded.
 
-The transfer machinery is :mod:`cce.fetch`, the file formats :mod:`cce.formats`.
+The transfer machinery is :mod:`cce.data.fetch`, the file formats :mod:`cce.data.formats`.
+Beside them, :mod:`cce.data.features` (fixed features of the prepared images) and
+:mod:`cce.data.augment` (random views for the deep loop); this module imports neither.
 
 A dataset is prepared once into ``{root}/{name}/`` (``resources/data/{name}``
 in the workflow): its source files under ``raw/`` and, written last, a
@@ -47,7 +49,7 @@ from .fetch import (
     verify_file,
 )
 from .formats import read_idx
-from .io import write_json_atomic
+from ..io import write_json_atomic
 
 __all__ = [
     "DATASETS", "MANIFEST", "MIRROR_ENV", "SPLITS", "DataUnavailableError", "DataVerificationError",

@@ -22,33 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..device import resolve_device
+
 PREPROCESS = ("none", "center")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
-
-
-def effective_lam(lam: float, lam_scale: str, batch_size: int) -> float:
-    """The lam passed to the solvers.
-
-    EM's Jensen bound on KL(u || ybar) gives point i the M-step weights
-    lam * u_k * M * S_ik for the objective as written; eq. (15) writes them
-    without the factor M, which is the same algorithm with lam / M.
-
-    ``"mean"``: the objective as written, mean_i CE + lam * KL (eq. 10/11).
-    ``"batch"``: eq. (15) read literally, weights lam * u_k * S_ik, which is the
-    mean-form objective with lam / M for a batch of M points.
-    """
-    if lam_scale == "mean":
-        return float(lam)
-    if lam_scale == "batch":
-        return float(lam) / batch_size
-    raise ValueError(f"lam_scale must be 'mean' or 'batch', got {lam_scale!r}")
 
 
 class ConvergenceWarning(UserWarning):
@@ -91,6 +67,22 @@ def predict_logits(head: LinearHead, X: torch.Tensor, batch_size: int = 8192) ->
         return torch.cat([head(X[i : i + batch_size]) for i in range(0, X.shape[0], batch_size)])
 
 
+def fit(method, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
+        y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cluster X (N, D) with ``method`` (a :class:`cce.methods.Method`): labels (N,) and an info dict.
+
+    ``options`` update the method's defaults. K-means runs its own fit; every other method
+    trains a linear head (:func:`train_head`) and labels each point by its argmax.
+    """
+    opts = method.options(options)
+    if method.fit_fn is not None:
+        return method.fit_fn(X, n_clusters, seed, **opts)
+    head, pre, info = train_head(X, n_clusters, method, seed, opts, y_true=y_true, progress=progress)
+    Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
+    labels = predict_logits(head, Xt).argmax(-1).cpu().numpy()
+    return labels, info
+
+
 def train_head(
     X: np.ndarray,
     n_clusters: int,
@@ -109,7 +101,7 @@ def train_head(
     Returns the head, the fitted preprocessor and an info dict with per-epoch
     curves, the final objective and timings.
     """
-    from .metrics import clustering_scores
+    from ..metrics import clustering_scores
 
     device = resolve_device(options["device"])
     generator = torch.Generator().manual_seed(seed)

@@ -1,7 +1,7 @@
 """The computations behind Table 1 (EM vs PGD for the y-step) and Figure 3 (the M-step root).
 
 Table 1 gains a row the paper does not have: the interior-point (barrier Newton) solver of
-:mod:`cce.interior_point`, on the same problem, with ``tol`` read as its relative gap bound.
+:mod:`cce.pseudolabels`, on the same problem, with ``tol`` read as its relative gap bound.
 
 Plain functions returning pandas DataFrames / dicts of arrays; plotting lives elsewhere.
 Predictions are drawn as ``sigma = softmax(scale * Z)`` with i.i.d. standard normal logits
@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .interior_point import interior_point
-from .losses import check_prior
-from .pseudolabels import dual_bound, em, m_step, pgd
-from .train import effective_lam  # re-exported: lam for the objective as written
+from ..losses import check_prior
+from ..methods import effective_lam
+from ..pseudolabels import dual_bound, em, interior_point, m_step, pgd
 
 __all__ = [
     "PAPER_STEPS",
@@ -35,7 +34,6 @@ __all__ = [
     "table1_layout",
     "default_steps",
     "random_sigma",
-    "effective_lam",
     "time_solver",
     "table1",
     "speedup_summary",

@@ -1,6 +1,6 @@
 """Validation of the workflow configuration, before any job runs.
 
-Two layers: the JSON schema in ``src/cce/schemas/config.schema.yaml`` (keys,
+Two layers: the JSON schema in ``src/cce/pipeline/schemas/config.schema.yaml`` (keys,
 types, ranges; fills defaults) and checks against the library's registries
 (dataset, extractor and method names, option names, directories that must
 exist). Every problem is reported with the dotted path of the key, e.g.
@@ -75,7 +75,9 @@ def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
 
 def _registry_problems(config: dict) -> list[str]:
     """Names that the schema cannot know: datasets, extractors, methods and their options."""
-    from . import data, deep, features, methods, models
+    from .. import data, methods, models
+    from ..data import features
+    from ..training import deep
 
     problems = []
 
@@ -93,7 +95,7 @@ def _registry_problems(config: dict) -> list[str]:
         section = config.get(experiment)
         if not section:
             continue
-        # deep runs train a Table 7 network (cce.deep); the others a linear head (cce.methods)
+        # deep runs train a Table 7 network (cce.training.deep); the others a linear head (cce.methods)
         registry = deep.DEEP_METHODS if experiment == "deep" else methods.METHODS
         for i, name in enumerate(section.get("datasets", [])):
             known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
