@@ -195,6 +195,72 @@ def cmd_deep(args) -> None:
           f"({record['wall_time_s']:.1f} s; checkpoint {checkpoint})")
 
 
+def _run_targets(args, what: str, check, run) -> None:
+    """Shared by ``weak`` and ``noisy``: refuse bad input before loading, run with a checkpoint, write the record."""
+    from . import data
+    from .deep import DeepRunError, TrainingStopped
+    from .runs import write_record
+
+    try:  # an unknown dataset, method, loss or option is refused before anything is loaded
+        data.get_spec(args.dataset)
+        check()
+    except (KeyError, ValueError, DeepRunError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    checkpoint = args.checkpoint or args.out.with_suffix(".ckpt")
+    try:
+        record = run(checkpoint)
+    except (DeepRunError, ValueError, data.DataUnavailableError, data.DataVerificationError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    except TrainingStopped as stop:
+        print(f"{args.dataset} {what} seed {args.seed}: {stop}; run the same command without "
+              "--stop-after-epoch to resume")
+        return
+    write_record(args.out, record)
+    m = record["metrics"]
+    print(f"{args.dataset} {what} seed {args.seed}: test accuracy {m['accuracy']:.4f} "
+          f"(Hungarian {m['hungarian_accuracy']:.4f}) on {record['device']} "
+          f"({record['wall_time_s']:.1f} s; checkpoint {checkpoint})")
+
+
+def cmd_weak(args) -> None:
+    from .weak import run_weak, weak_options
+
+    _run_targets(args, f"{args.method} fraction {args.fraction:g}", lambda: weak_options(args.method, args.options),
+                 lambda ck: run_weak(args.dataset, args.root, args.method, args.seed, args.fraction, args.options,
+                                     experiment=args.experiment, config_name=args.config_name, checkpoint=ck,
+                                     stop_after_epoch=args.stop_after_epoch))
+
+
+def cmd_noisy(args) -> None:
+    from .weak import NOISY_LOSSES, noisy_options, run_noisy
+
+    def check():
+        if args.loss not in NOISY_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(NOISY_LOSSES)}, got {args.loss!r}")
+        if not 0.0 <= args.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {args.eta}")
+        noisy_options(args.options)
+
+    _run_targets(args, f"{args.loss} eta {args.eta:g}", check,
+                 lambda ck: run_noisy(args.dataset, args.root, args.loss, args.eta, args.seed, args.options,
+                                      experiment=args.experiment, config_name=args.config_name, checkpoint=ck,
+                                      stop_after_epoch=args.stop_after_epoch))
+
+
+def _add_run_arguments(p, experiment: str) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="options as a JSON object")
+    p.add_argument("--experiment", default=experiment)
+    p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="saved after every epoch and resumed from when present (default: OUT with suffix .ckpt)")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="stop after this epoch's checkpoint without writing the record (to try a resume)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cce", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="stop after this epoch's checkpoint without writing the record (to try a resume)")
     p.set_defaults(func=cmd_deep)
+
+    p = sub.add_parser("weak", help="one weakly-supervised run (Table 4): a fraction of the train labels -> "
+                                    "JSON record with test accuracy")
+    _add_run_arguments(p, "weak")
+    p.add_argument("--method", required=True, help="seeds_only, mi_d, iic, sela, mi_adm or cce_plus")
+    p.add_argument("--fraction", type=float, required=True, help="labelled fraction of every class, e.g. 0.1")
+    p.set_defaults(func=cmd_weak)
+
+    p = sub.add_parser("noisy", help="one noisy-label run (Figure 2): soft targets, loss H or H2 -> JSON record")
+    _add_run_arguments(p, "noisy")
+    p.add_argument("--loss", required=True, help="shannon (H, eq. 8) or collision (H2, eq. 9)")
+    p.add_argument("--eta", type=float, required=True, help="fraction of training labels replaced by random ones")
+    p.set_defaults(func=cmd_noisy)
 
     return parser
 
