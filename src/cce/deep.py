@@ -695,11 +695,13 @@ def _check_supervision(spec: DeepMethod, sup: Supervision | None, N: int, K: int
     t = np.asarray(sup.targets)
     if t.shape != (N, K) or not np.all(t >= 0) or not np.allclose(t.sum(1), 1.0, atol=1e-5):
         raise DeepRunError(f"targets must be (N, K) = ({N}, {K}) rows on the simplex, got shape {t.shape}")
-    if sup.mask is None or np.all(sup.mask):
-        return Supervision(t, None, sup.loss, sup.self_weight, sup.batch_size)
-    mask = np.asarray(sup.mask, dtype=bool)
-    if mask.shape != (N,) or not mask.any():
+    if sup.batch_size is not None and int(sup.batch_size) < 1:
+        raise DeepRunError(f"the labelled batch size must be positive, got {sup.batch_size}")
+    mask = None if sup.mask is None else np.asarray(sup.mask, dtype=bool)
+    if mask is not None and (mask.shape != (N,) or not mask.any()):
         raise DeepRunError(f"the target mask must be (N,) = ({N},) bool with at least one labelled image")
+    if mask is not None and mask.all():  # every image labelled: the batch of all images is the supervised one
+        mask = None
     return Supervision(t, mask, sup.loss, sup.self_weight, sup.batch_size)
 
 
@@ -728,6 +730,8 @@ def run_deep(
     from .metrics import clustering_scores
 
     spec = get_deep_method(method)
+    if spec.name in SUPERVISED_METHODS:
+        raise DeepRunError(f"method {spec.name!r} trains on labels: run it with cce.weak (python -m cce weak or noisy)")
     opts = spec.options(options)
     check_device(opts["device"])  # before loading anything
     dspec = data.get_spec(dataset)

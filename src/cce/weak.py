@@ -15,8 +15,8 @@ they carry the self-labeling loss) and a second batch of ``labelled_batch_size``
 images (default: ``batch_size``, at most the number of labelled images), which cycles
 through fresh random permutations of the labelled set (they carry the cross-entropy term);
 both go through one forward pass. A batch drawn at random from all images would hold few
-labelled images when labels are scarce (at 1% of STL10, 50 of 5000 images: 0 to 2 per batch
-of 160, none in most batches), so the supervised term would be noisy and often absent; the
+labelled images when labels are scarce (at 1% of STL10, 50 of 5000 images: 1.6 per batch of
+160 on average, none in about one batch of five), so the supervised term would be noisy and often absent; the
 separate labelled batch gives every step a full supervised term of the same size at every
 fraction, and cycling (rather than drawing with replacement) sees every labelled image equally
 often within one, as semi-supervised codebases (FixMatch, MixMatch) do. An epoch is one
@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from .deep import (
-    DEEP_TRAINING_DEFAULTS, SUBSET_SEED, DeepRunError, Supervision, check_device, get_deep_method, run_provenance, train_deep,
+    DEEP_TRAINING_DEFAULTS, SUBSET_SEED, DeepRunError, Supervision, check_device, get_deep_method, run_provenance,
+    train_deep,
 )
 
 __all__ = [
