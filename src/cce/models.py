@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "Architecture", "VGG4", "architecture_for", "build_model", "count_parameters",
-           "get_architecture"]
+__all__ = ["ARCHITECTURES", "Architecture", "NETWORKS", "VGG4", "architecture_for", "build_model", "build_network",
+           "count_parameters", "get_architecture", "network_name", "resnet18"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,57 @@ def build_model(image_shape: tuple[int, ...], n_clusters: int) -> VGG4:
     Initialized from torch's global RNG: seed it first for a reproducible network.
     """
     return VGG4(architecture_for(image_shape), n_clusters)
+
+
+# ----------------------------------------------------------------------------
+# ResNet-18 (the label-noise experiment) and the choice of network by name
+# ----------------------------------------------------------------------------
+NETWORKS = ("auto", "resnet18", *ARCHITECTURES)
+
+
+def resnet18(image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (random init) for images (H, W) or (H, W, C): x (B, C, H, W) -> logits (B, K).
+
+    Small images (side <= 64: 28x28 grey, 32x32 RGB) get the usual CIFAR adaptation: conv1
+    3x3, stride 1, padding 1, and no max-pool, so the last stage still sees a 4x4 (3x3 for
+    28x28) map instead of 1x1; larger ones keep ImageNet's 7x7 stride-2 stem. Grey images get
+    conv1 with one input channel. A replaced conv1 is Kaiming-initialized as torchvision does.
+    Initialized from torch's global RNG.
+    """
+    from torchvision.models import resnet18 as tv_resnet18
+
+    H, W, C = tuple(image_shape) if len(image_shape) == 3 else (*image_shape, 1)
+    model = tv_resnet18(weights=None, num_classes=n_classes)
+    small = max(H, W) <= 64
+    if small or C != 3:
+        conv = (nn.Conv2d(C, 64, kernel_size=3, stride=1, padding=1, bias=False) if small
+                else nn.Conv2d(C, 64, kernel_size=7, stride=2, padding=3, bias=False))
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        model.conv1 = conv
+    if small:
+        model.maxpool = nn.Identity()
+    model.network_name = "resnet18"
+    return model
+
+
+def build_network(network: str, image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """``auto`` (the Table 7 network for the shape), ``resnet18``, or a Table 7 name that must fit the shape."""
+    if network == "auto":
+        return build_model(image_shape, n_classes)
+    if network == "resnet18":
+        return resnet18(image_shape, n_classes)
+    if network in ARCHITECTURES:
+        arch = architecture_for(image_shape)
+        if arch.name != network:
+            raise ValueError(f"network {network!r} takes {ARCHITECTURES[network].input_shape} (H, W, C) images, "
+                             f"these are {arch.input_shape}; use 'auto' or {arch.name!r}")
+        return VGG4(arch, n_classes)
+    raise ValueError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
+
+
+def network_name(model: nn.Module) -> str:
+    """The name :func:`build_network` knows a network by (a Table 7 column or ``resnet18``)."""
+    return model.arch.name if isinstance(model, VGG4) else getattr(model, "network_name", type(model).__name__)
 
 
 @torch.no_grad()

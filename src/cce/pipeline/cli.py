@@ -184,26 +184,27 @@ def cmd_notebook(args) -> None:
         raise UserError(str(err)) from err
 
 
-def cmd_deep(args) -> None:
+def _run_with_checkpoint(args, what: str, check, run) -> None:
+    """One training run of ``deep``, ``weak`` or ``noisy``: refuse bad input before loading anything,
+    train with a checkpoint (resumed when present), write the record, then drop the checkpoint
+    unless ``--keep-checkpoint``."""
     from .. import data
     from ..device import DeviceError
-    from ..training.deep import DeepRunError, TrainingStopped, get_deep_method, run_deep
+    from ..training.deep import DeepRunError, TrainingStopped
     from .runs import write_record
 
-    try:  # an unknown dataset, method or option is refused before anything is loaded
+    try:  # an unknown dataset, method, loss or option is refused before anything is loaded
         data.get_spec(args.dataset)
-        get_deep_method(args.method).options(args.options)
-    except (KeyError, DeepRunError) as err:
+        check()
+    except (KeyError, ValueError, DeepRunError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     checkpoint = args.checkpoint or args.out.with_suffix(".ckpt")
     try:
-        record = run_deep(args.dataset, args.root, args.method, args.seed, args.options,
-                          experiment=args.experiment, config_name=args.config_name, checkpoint=checkpoint,
-                          stop_after_epoch=args.stop_after_epoch)
-    except (DeepRunError, DeviceError, data.DataUnavailableError, data.DataVerificationError) as err:
+        record = run(checkpoint)
+    except (DeepRunError, DeviceError, ValueError, data.DataUnavailableError, data.DataVerificationError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     except TrainingStopped as stop:
-        print(f"{args.dataset} {args.method} seed {args.seed}: {stop}; run the same command without "
+        print(f"{args.dataset} {what} seed {args.seed}: {stop}; run the same command without "
               "--stop-after-epoch to resume")
         return
     if not args.keep_checkpoint:
@@ -213,10 +214,63 @@ def cmd_deep(args) -> None:
     if not args.keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     m = record["metrics"]
+    scores = (f"test accuracy {m['accuracy']:.4f} (Hungarian {m['hungarian_accuracy']:.4f})"
+              if "hungarian_accuracy" in m else
+              f"accuracy {m['accuracy']:.4f} nmi {m['nmi']:.4f} ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']}")
     kept = f"checkpoint {checkpoint}" if args.keep_checkpoint else "checkpoint deleted"
-    print(f"{args.dataset} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} nmi {m['nmi']:.4f} "
-          f"ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']} on {record['device']} "
+    print(f"{args.dataset} {what} seed {args.seed}: {scores} on {record['device']} "
           f"({record['wall_time_s']:.1f} s; {kept})")
+
+
+def cmd_deep(args) -> None:
+    from ..training.deep import get_deep_method, run_deep
+
+    _run_with_checkpoint(args, args.method, lambda: get_deep_method(args.method).options(args.options),
+                         lambda ck: run_deep(args.dataset, args.root, args.method, args.seed, args.options,
+                                             experiment=args.experiment, config_name=args.config_name,
+                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+
+
+def cmd_weak(args) -> None:
+    from ..training.weak import run_weak, weak_options
+
+    _run_with_checkpoint(args, f"{args.method} fraction {args.fraction:g}",
+                         lambda: weak_options(args.method, args.options),
+                         lambda ck: run_weak(args.dataset, args.root, args.method, args.seed, args.fraction,
+                                             args.options, experiment=args.experiment, config_name=args.config_name,
+                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+
+
+def cmd_noisy(args) -> None:
+    from ..training.weak import NOISY_LOSSES, noisy_options, run_noisy
+
+    def check():
+        if args.loss not in NOISY_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(NOISY_LOSSES)}, got {args.loss!r}")
+        if not 0.0 <= args.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {args.eta}")
+        noisy_options(args.options)
+
+    _run_with_checkpoint(args, f"{args.loss} eta {args.eta:g}", check,
+                         lambda ck: run_noisy(args.dataset, args.root, args.loss, args.eta, args.seed, args.options,
+                                              experiment=args.experiment, config_name=args.config_name,
+                                              checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+
+
+def _add_run_arguments(p, experiment: str) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="options as a JSON object")
+    p.add_argument("--experiment", default=experiment)
+    p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="saved after every epoch and resumed from when present (default: OUT with suffix .ckpt)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the last checkpoint (the trained network) after the record is written")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="stop after this epoch's checkpoint without writing the record (to try a resume)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,21 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notebook)
 
     p = sub.add_parser("deep", help="one deep run (Table 3/6): a Table 7 network trained from scratch -> JSON record")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    _add_run_arguments(p, "deep")
     p.add_argument("--method", required=True, help="mi_d, iic, sela, mi_adm, cce or cce_plus")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--options", type=_json_arg, default={}, help="options of the deep method as a JSON object")
-    p.add_argument("--experiment", default="deep")
-    p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="saved after every epoch and resumed from when present (default: OUT with suffix .ckpt)")
-    p.add_argument("--keep-checkpoint", action="store_true",
-                   help="keep the last checkpoint (the trained network) after the record is written")
-    p.add_argument("--stop-after-epoch", type=int, default=None,
-                   help="stop after this epoch's checkpoint without writing the record (to try a resume)")
     p.set_defaults(func=cmd_deep)
+
+    p = sub.add_parser("weak", help="one weakly-supervised run (Table 4): a fraction of the train labels -> "
+                                    "JSON record with test accuracy")
+    _add_run_arguments(p, "weak")
+    p.add_argument("--method", required=True, help="seeds_only, mi_d, iic, sela, mi_adm or cce_plus")
+    p.add_argument("--fraction", type=float, required=True, help="labelled fraction of every class, e.g. 0.1")
+    p.set_defaults(func=cmd_weak)
+
+    p = sub.add_parser("noisy", help="one noisy-label run (Figure 2): soft targets, loss H or H2 -> JSON record")
+    _add_run_arguments(p, "noisy")
+    p.add_argument("--loss", required=True, help="shannon (H, eq. 8) or collision (H2, eq. 9)")
+    p.add_argument("--eta", type=float, required=True, help="fraction of training labels replaced by random ones")
+    p.set_defaults(func=cmd_noisy)
 
     return parser
 

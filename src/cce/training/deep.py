@@ -30,6 +30,20 @@ again with the same checkpoint path resumes after the last finished epoch and, o
 same device and thread count, ends with the same curves, metrics and weights as a run
 that was never interrupted (on CUDA, cuDNN's non-deterministic kernels may make them differ
 by round-off).
+
+Targets (weak supervision, noisy labels; used by :mod:`cce.training.weak`): with a
+:class:`Supervision`, images that carry a target distribution y_i (N, K) add the mean
+H(y_i, sigma(t(X_i))) (eq. 8, ``shannon``) or H2 (eq. 9, ``collision``) over their views to
+``self_weight`` times the method's self-labeling loss. When only some images carry targets,
+every step draws two batches: ``batch_size`` images of all images (the self-labeling loss),
+in the epoch's random order as above, and ``batch_size`` (or ``Supervision.batch_size``) of
+the labelled images, cycled through fresh random permutations of the labelled set, so each
+labelled image is seen equally often (within one) and every step has a full supervised
+batch even when the labelled set is tiny. Both go through one forward pass. When every image
+carries a target, the batch of all images is the supervised batch. The targets-only methods
+(``seeds_only``, ``supervised``) skip the self-labeling term and never forward the
+unlabelled batch. ``network`` picks the network (``auto``: Table 7; ``resnet18``); with
+``eval_images`` the curves and predictions are those of that separate set (the test split).
 """
 
 from __future__ import annotations
@@ -56,11 +70,12 @@ from .. import losses
 from ..data.augment import SelfAugmentation
 from ..device import DeviceUnavailableError, resolve_device
 from ..methods import Method, get_method, invalid_choice
-from ..models import architecture_for, build_model
+from ..models import NETWORKS, architecture_for, build_network, network_name
 
 __all__ = [
     "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
-    "TrainingStopped", "get_deep_method", "load_checkpoint", "run_deep", "train_deep",
+    "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "TrainingStopped", "batch_loss",
+    "get_deep_method", "load_checkpoint", "run_deep", "run_provenance", "target_loss", "train_deep",
 ]
 
 RECORD_VERSION = 1
@@ -173,11 +188,78 @@ DEEP_METHODS: dict[str, DeepMethod] = {
 }
 
 
+# ----------------------------------------------------------------------------
+# Targets: weak supervision (Table 4) and noisy labels (Figure 2), used by cce.training.weak
+# ----------------------------------------------------------------------------
+# Methods without a self-labeling term: they train on the targets alone and need a Supervision.
+SUPERVISED_METHODS: dict[str, DeepMethod] = {
+    m.name: m
+    for m in (
+        DeepMethod("seeds_only", "Only seeds", "Table 4's \"Only seeds\": cross-entropy on the labelled images only.",
+                   defaults=dict(DEEP_TRAINING_DEFAULTS)),
+        DeepMethod("supervised", "Supervised", "Every image's target (noisy labels, Figure 2); no self-labeling.",
+                   defaults=dict(DEEP_TRAINING_DEFAULTS)),
+    )
+}
+TARGET_LOSSES = ("shannon", "collision")
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """Per-image targets for :func:`train_deep`: targets (N, K) rows on the simplex, mask (N,) bool or None (all)."""
+
+    targets: np.ndarray
+    mask: np.ndarray | None = None
+    loss: str = "shannon"  # shannon: H, eq. (8); collision: H2, eq. (9)
+    self_weight: float = 1.0  # weight of the method's self-labeling loss (Table 4 adds it as is)
+    batch_size: int | None = None  # labelled images per step; None: the method's batch_size
+
+    def fingerprint(self) -> dict[str, Any]:
+        h = hashlib.sha256(np.ascontiguousarray(self.targets, dtype=np.float64).data)
+        if self.mask is not None:
+            h.update(np.ascontiguousarray(self.mask, dtype=bool).data)
+        return {"targets": h.hexdigest(), "loss": self.loss, "self_weight": float(self.self_weight),
+                "batch_size": self.batch_size}
+
+
+def target_loss(view_logits: Tensor, targets: Tensor, loss: str = "shannon") -> Tensor:
+    """Mean over V views and L images of H(y_i, sigma(t(X_i))), eq. (8), or H2, eq. (9), in log space.
+
+    view_logits (V, L, K), targets (L, K) -> scalar. For one-hot targets both are the usual cross-entropy.
+    """
+    fn = {"shannon": losses.shannon_cross_entropy_with_logits,
+          "collision": losses.collision_cross_entropy_with_logits}[loss]
+    return fn(targets.to(view_logits.dtype).unsqueeze(0), view_logits).mean()
+
+
+def batch_loss(spec: DeepMethod, state: dict[str, Any], view_logits: Tensor | None, y: Tensor | None = None,
+               target_logits: Tensor | None = None, targets: Tensor | None = None, loss: str = "shannon",
+               self_weight: float = 1.0) -> Tensor:
+    """One step's loss: target_loss(target_logits (V, L, K), targets (L, K)) + self_weight * self-labeling loss.
+
+    The self-labeling loss is the method's on the batch of all images, view_logits (V, B, K), with
+    its pseudo-labels ``y`` (B, K) where it has them; targets-only methods and ``self_weight = 0`` skip it.
+    """
+    total = target_loss(target_logits, targets, loss) if targets is not None else None
+    if spec.name in SUPERVISED_METHODS or not self_weight:
+        if total is None:
+            raise DeepRunError(f"method {spec.name!r} without a self-labeling term needs targets")
+        return total
+    if spec.base is None:
+        own = spec.view_loss(view_logits, state)
+    else:
+        own = spec.base.network_loss(losses.view_mixture_logits(view_logits), y, state)
+    return own if total is None else total + self_weight * own
+
+
 def get_deep_method(name: str) -> DeepMethod:
+    if name in SUPERVISED_METHODS:
+        return SUPERVISED_METHODS[name]
     try:
         return DEEP_METHODS[name]
     except KeyError:
-        raise DeepRunError(f"unknown deep method {name!r}; known: {', '.join(DEEP_METHODS)}") from None
+        raise DeepRunError(f"unknown deep method {name!r}; known: "
+                           f"{', '.join([*DEEP_METHODS, *SUPERVISED_METHODS])}") from None
 
 
 # ----------------------------------------------------------------------------
@@ -340,6 +422,10 @@ def train_deep(
     checkpoint: Path | str | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    supervision: Supervision | None = None,
+    network: str = "auto",
+    eval_images: np.ndarray | None = None,
+    eval_labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Train the Table 7 network for ``images`` (N, H, W) or (N, H, W, C) uint8 with a deep method.
 
@@ -348,7 +434,11 @@ def train_deep(
     With ``checkpoint``, the state after every epoch is saved there and an existing
     compatible checkpoint is resumed; ``stop_after_epoch`` raises :class:`TrainingStopped`
     after that epoch's checkpoint (to test and demonstrate a resume).
-    Returns the cluster of every image (N,) and an info dict (curves, timing, device).
+    ``supervision`` adds per-image targets (see the module docstring), ``network`` is
+    ``auto | resnet18 | grey28 | rgb32 | rgb96``; with ``eval_images`` (M, ...) and
+    ``eval_labels`` (M,) the curves and the returned predictions are of that set.
+    Returns the cluster of every image (N,), or of every evaluation image (M,), and an
+    info dict (curves, timing, device).
     """
     from ..metrics import clustering_scores
 
@@ -362,10 +452,17 @@ def train_deep(
     if images.dtype != np.uint8:
         raise DeepRunError(f"images must be uint8, got {images.dtype}")
     arch_shape = images.shape[1:]
+    if network not in NETWORKS:
+        raise DeepRunError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
     try:
-        architecture_for(arch_shape)
+        if network != "resnet18":
+            architecture_for(arch_shape)
     except ValueError as err:
         raise DeepRunError(str(err)) from None
+    sup = _check_supervision(spec, supervision, images.shape[0], n_clusters)
+    if eval_images is not None and (eval_images.shape[1:] != arch_shape or eval_images.dtype != np.uint8):
+        raise DeepRunError(f"eval_images must be uint8 of shape (M, {', '.join(map(str, arch_shape))}), "
+                           f"got {eval_images.dtype} {eval_images.shape}")
 
     X_np = np.ascontiguousarray(_channels_first(images))
     N, C = X_np.shape[:2]
@@ -379,7 +476,11 @@ def train_deep(
 
     torch.manual_seed(seed)
     mean, std = _channel_stats(X, pixel_max)
-    model = nn.Sequential(Standardize(mean, std), build_model(arch_shape, n_clusters)).to(device)
+    try:
+        net = build_network(network, arch_shape, n_clusters)
+    except ValueError as err:
+        raise DeepRunError(str(err)) from None
+    model = nn.Sequential(Standardize(mean, std), net).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
     state = spec.make_state(opts, batch_size)
     order_seed, aug_seed = _seeds(seed)
@@ -388,9 +489,31 @@ def train_deep(
 
     identity = {"method": spec.name, "seed": int(seed), "n_clusters": int(n_clusters), "data": fingerprint,
                 "options": {k: v for k, v in opts.items() if k != "device"}}
+    # --- targets, network, evaluation set (only in the identity when used: old checkpoints stay valid)
+    EX, Ey = X, y_true
+    labelled, L = None, 0  # indices of the images with targets when only some have them; per step
+    if eval_images is not None:
+        EX = torch.from_numpy(np.ascontiguousarray(_channels_first(eval_images))).to(device)
+        Ey = eval_labels
+        identity["eval_data"] = data_fingerprint(eval_images, eval_labels)
+    if network != "auto":
+        identity["network"] = network
+    if sup is not None:
+        identity["supervision"] = sup.fingerprint()
+        T = torch.from_numpy(np.asarray(sup.targets, dtype=np.float32)).to(device)
+        if sup.mask is not None:
+            labelled = torch.from_numpy(np.flatnonzero(sup.mask)).to(device)
+            L = min(int(sup.batch_size or opts["batch_size"]), labelled.numel())
+        # the labelled stream's own generator: "seeds_only" and the self-labeling methods see the same
+        # labelled batches at one seed; seeded from the data order's seed, shifted
+        generators["labelled"] = torch.Generator().manual_seed(order_seed ^ 0x5EED)
+    own_term = spec.name not in SUPERVISED_METHODS and (sup is None or sup.self_weight != 0)
+    # ---
     curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "n_clusters_nonempty": []}
-    if y_true is not None:
+    if Ey is not None:
         curves.update(accuracy=[], nmi=[], ari=[])
+        if sup is not None:
+            curves["hungarian_accuracy"] = []
     timing: dict[str, list] = {"epoch_s": [], "augment_s": [], "label_s": [], "network_s": [], "eval_s": []}
     start_epoch, train_time, resumed_at = 0, 0.0, []
     y_all: Tensor | None = None
@@ -430,32 +553,44 @@ def train_deep(
             _sync(device)
             t_label += time.perf_counter() - t0
         order = torch.randperm(N, generator=generators["order"]).to(device)
+        if sup is not None and labelled is not None:
+            # the epoch's labelled batches: fresh permutations of the labelled set, back to back
+            n_steps = sum(1 for i in range(0, N, batch_size) if min(batch_size, N - i) >= 2)
+            n_perm = -(-n_steps * L // labelled.numel())
+            lab_order = torch.cat([torch.randperm(labelled.numel(), generator=generators["labelled"])
+                                   for _ in range(n_perm)]).to(device)
         batch_losses, label_iters = [], []
-        for i in range(0, N, batch_size):
+        for step, i in enumerate(range(0, N, batch_size)):
             idx = order[i : i + batch_size]
             B = idx.numel()
             if B < 2:  # a lone image cannot express fairness
                 continue
+            lab = None if sup is None else idx if labelled is None else labelled[lab_order[step * L:(step + 1) * L]]
+            # one forward pass: the batch of all images (unless no term uses it), then a separate labelled one
+            parts = ([idx] if own_term or labelled is None else []) + ([lab] if labelled is not None else [])
+            sizes = [p.numel() for p in parts]
             t0 = time.perf_counter()
-            views = aug(X[idx], generators["augment"], V)
+            views = aug(X[torch.cat(parts)], generators["augment"], V)
             _sync(device)
             t_aug += time.perf_counter() - t0
             with amp:
                 logits = model(views)
-            view_logits = logits.float().view(V, B, n_clusters)
-            if spec.base is None:
-                loss = spec.view_loss(view_logits, state)
-            else:
-                mix = losses.view_mixture_logits(view_logits)
+            all_logits = logits.float().view(V, sum(sizes), n_clusters)
+            view_logits = all_logits[:, : sizes[0]] if own_term or labelled is None else None
+            target_logits = None if sup is None else all_logits[:, -sizes[-1]:]
+            y = None
+            if own_term and spec.base is not None:
                 if spec.label_scope == "batch":
                     t0 = time.perf_counter()
-                    y, label_info = spec.base.label_step(mix.detach().exp(), state)
+                    y, label_info = spec.base.label_step(losses.view_mixture_logits(view_logits.detach()).exp(),
+                                                         state)
                     _sync(device)
                     t_label += time.perf_counter() - t0
                     label_iters.append(label_info.get("iterations", 0))
                 else:
                     y = y_all[idx]
-                loss = spec.base.network_loss(mix, y, state)
+            loss = batch_loss(spec, state, view_logits, y, target_logits, None if sup is None else T[lab],
+                              "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -464,15 +599,20 @@ def train_deep(
         t_train = time.perf_counter() - t_epoch
 
         t0 = time.perf_counter()
-        probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
-        pred = probs.argmax(-1).cpu().numpy()
+        eval_probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
+        probs = eval_probs if eval_images is None else None  # SeLa's labels need the training images'
+        pred = eval_probs.argmax(-1).cpu().numpy()
         t_eval = time.perf_counter() - t0
         curves["epoch"].append(epoch + 1)
         curves["loss"].append(float(torch.stack(batch_losses).double().mean()) if batch_losses else math.nan)
         curves["label_iterations"].append(float(np.mean(label_iters)) if label_iters else 0.0)
         curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
-        if y_true is not None:
-            scores = clustering_scores(y_true, pred)
+        if Ey is not None:
+            scores = clustering_scores(Ey, pred)
+            if sup is not None:  # trained on labels: the classes are known, accuracy needs no matching
+                scores = {**scores, "hungarian_accuracy": scores["accuracy"],
+                          "accuracy": float(np.mean(pred == np.asarray(Ey)))}
+                curves["hungarian_accuracy"].append(scores["hungarian_accuracy"])
             for key in ("accuracy", "nmi", "ari"):
                 curves[key].append(scores[key])
         timing["epoch_s"].append(t_train + t_eval)
@@ -484,7 +624,7 @@ def train_deep(
         if progress:
             line = (f"{spec.name} seed {seed} epoch {epoch + 1}/{opts['epochs']} loss {curves['loss'][-1]:.4f} "
                     f"clusters {curves['n_clusters_nonempty'][-1]}")
-            if y_true is not None:
+            if Ey is not None:
                 line += f" acc {curves['accuracy'][-1]:.4f}"
             line += (f" {t_train + t_eval:.1f} s (augment {t_aug:.1f}, labels {t_label:.1f}, "
                      f"network {t_train - t_aug - t_label:.1f}, eval {t_eval:.1f})")
@@ -500,8 +640,8 @@ def train_deep(
         if stop_after_epoch is not None and epoch + 1 == stop_after_epoch and epoch + 1 < opts["epochs"]:
             raise TrainingStopped(epoch + 1, Path(checkpoint) if checkpoint is not None else None)
 
-    if probs is None:  # resumed from a finished checkpoint
-        probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
+    if probs is None:  # resumed from a finished checkpoint, or predictions of the evaluation set
+        probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
     pred = probs.argmax(-1).cpu().numpy()
     info = {
         "device": str(device),
@@ -514,10 +654,30 @@ def train_deep(
         "resumed_at_epochs": resumed_at,
         "lam_effective": state.get("lam"),
         "augmentation": aug.settings,
-        "architecture": model[1].arch.name,
+        "architecture": network_name(model[1]),
         "data_sha256": fingerprint,
     }
     return pred, info
+
+
+def _check_supervision(spec: DeepMethod, sup: Supervision | None, N: int, K: int) -> Supervision | None:
+    if sup is None:
+        if spec.name in SUPERVISED_METHODS:
+            raise DeepRunError(f"method {spec.name!r} trains on targets only: give a Supervision")
+        return None
+    if sup.loss not in TARGET_LOSSES:
+        raise DeepRunError(f"target loss must be one of {TARGET_LOSSES}, got {sup.loss!r}")
+    t = np.asarray(sup.targets)
+    if t.shape != (N, K) or not np.all(t >= 0) or not np.allclose(t.sum(1), 1.0, atol=1e-5):
+        raise DeepRunError(f"targets must be (N, K) = ({N}, {K}) rows on the simplex, got shape {t.shape}")
+    if sup.batch_size is not None and int(sup.batch_size) < 1:
+        raise DeepRunError(f"the labelled batch size must be positive, got {sup.batch_size}")
+    mask = None if sup.mask is None else np.asarray(sup.mask, dtype=bool)
+    if mask is not None and (mask.shape != (N,) or not mask.any()):
+        raise DeepRunError(f"the target mask must be (N,) = ({N},) bool with at least one labelled image")
+    if mask is not None and mask.all():  # every image labelled: the batch of all images is the supervised one
+        mask = None
+    return Supervision(t, mask, sup.loss, sup.self_weight, sup.batch_size)
 
 
 # ----------------------------------------------------------------------------
@@ -543,9 +703,10 @@ def run_deep(
     """
     from .. import data
     from ..metrics import clustering_scores
-    from ..provenance import git_commit, library_versions
 
     spec = get_deep_method(method)
+    if spec.name in SUPERVISED_METHODS:
+        raise DeepRunError(f"method {spec.name!r} trains on labels: run it with cce.training.weak (python -m cce weak or noisy)")
     opts = spec.options(options)
     resolve_device(opts["device"])  # before loading anything
     dspec = data.get_spec(dataset)
@@ -560,13 +721,6 @@ def run_deep(
                             pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
                             progress=progress)
     wall = time.perf_counter() - start
-    versions = library_versions()
-    try:
-        import kornia
-
-        versions["kornia"] = kornia.__version__
-    except ImportError:  # pragma: no cover - kornia is a dependency
-        pass
     return {
         "record_version": RECORD_VERSION,
         "experiment": experiment,
@@ -588,6 +742,22 @@ def run_deep(
         },
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "config": config_name,
+        **run_provenance(),
+    }
+
+
+def run_provenance() -> dict[str, Any]:
+    """The record fields that say what ran where: versions (kornia's too), git commit, host, platform, time."""
+    from ..provenance import git_commit, library_versions
+
+    versions = library_versions()
+    try:
+        import kornia
+
+        versions["kornia"] = kornia.__version__
+    except ImportError:  # pragma: no cover - kornia is a dependency
+        pass
+    return {
         "versions": versions,
         "git_commit": git_commit(),
         "host": socket.gethostname(),

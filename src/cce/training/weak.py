@@ -1,0 +1,305 @@
+"""Weakly-supervised classification (Section 5.3, Table 4) and training on noisy labels (Figure 2).
+
+Both train a network from scratch with :func:`cce.training.deep.train_deep`, given per-image targets
+(:class:`cce.training.deep.Supervision`), on a registry dataset's train split and report the test split.
+
+Weak supervision (Table 4). A fraction of the training labels is kept per class
+(:func:`labelled_subset`); the loss of a step is the mean cross-entropy H(onehot(c_i), sigma_i),
+eq. (8), on labelled images plus the method's self-labeling loss on all images:
+``seeds_only`` ("Only seeds": the labelled images alone), ``mi_d``, ``iic``, ``sela``,
+``mi_adm``, ``cce_plus`` ("Our").
+
+How a step mixes labelled and unlabelled images: every step takes a batch of
+``batch_size`` images drawn from ALL training images (in a new random order every epoch;
+they carry the self-labeling loss) and a second batch of ``labelled_batch_size`` labelled
+images (default: ``batch_size``, at most the number of labelled images), which cycles
+through fresh random permutations of the labelled set (they carry the cross-entropy term);
+both go through one forward pass. A batch drawn at random from all images would hold few
+labelled images when labels are scarce (at 1% of STL10, 50 of 5000 images: 1.6 per batch of
+160 on average, none in about one batch of five), so the supervised term would be noisy and often absent; the
+separate labelled batch gives every step a full supervised term of the same size at every
+fraction, and cycling (rather than drawing with replacement) sees every labelled image equally
+often within one, as semi-supervised codebases (FixMatch, MixMatch) do. An epoch is one
+pass over all training images, the same number of steps for every method, "Only seeds"
+included (which forwards only the labelled batch). At one seed and fraction the labelled
+set and the sequence of labelled batches are the same for every method.
+
+Noisy labels (Figure 2). A fraction eta of the training images, per class, gets a label
+drawn uniformly from the other classes (:func:`corrupt_labels`); every image is trained with
+the soft target y_hat = eta * u + (1 - eta) * onehot(observed label) (:func:`soft_targets`)
+by Shannon's cross-entropy H (eq. 8, ``shannon``) or the collision cross-entropy H2 (eq. 9,
+``collision``) and no self-labeling term. The network is ResNet-18 (``network: resnet18``,
+:func:`cce.models.resnet18`) or any Table 7 network (``grey28`` for a CPU demo on MNIST).
+
+Accuracy: the class of every output is known (it is trained on labels), so the main
+metric, ``metrics["accuracy"]``, is the plain accuracy of the arg-max prediction against the
+true test labels; ``metrics["hungarian_accuracy"]`` is the clustering accuracy (best
+one-to-one map), beside NMI and ARI, for comparison with Tables 3 and 6.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..device import resolve_device
+
+from .deep import (
+    DEEP_TRAINING_DEFAULTS, SUBSET_SEED, DeepRunError, Supervision, get_deep_method, run_provenance,
+    train_deep,
+)
+
+__all__ = [
+    "NOISY_DEFAULTS", "WEAK_DEFAULTS", "WEAK_METHODS", "corrupt_labels", "labelled_subset", "noisy_options",
+    "one_hot", "run_noisy", "run_weak", "soft_targets", "weak_options",
+]
+
+RECORD_VERSION = 1
+WEAK_METHODS = ("seeds_only", "mi_d", "iic", "sela", "mi_adm", "cce_plus")  # Table 4's rows
+NOISY_LOSSES = ("shannon", "collision")  # H, eq. (8); H2, eq. (9)
+# Options beside those of the deep method (cce.training.deep.DEEP_TRAINING_DEFAULTS and the method's own).
+WEAK_DEFAULTS: dict[str, Any] = {
+    "network": "auto",  # auto (Table 7, as Table 4) | resnet18 | grey28 | rgb32 | rgb96
+    "self_weight": 1.0,  # weight of the self-labeling loss; Table 4 adds it as is
+    "labelled_batch_size": None,  # labelled images per step; None: batch_size
+    "max_eval_images": None,  # a fixed random subset of the test split (reduced runs); None: all
+}
+NOISY_DEFAULTS: dict[str, Any] = {
+    "network": "resnet18",  # Figure 2's network
+    "n_views": 1,  # plain supervised training: one augmented view per image and step
+    "max_eval_images": None,
+}
+# Independent streams of one seed: the labelled subset and the label corruption.
+_SUBSET_STREAM, _NOISE_STREAM = 101, 202
+
+
+# ----------------------------------------------------------------------------
+# Labelled subsets, label corruption, targets
+# ----------------------------------------------------------------------------
+def _per_class_count(n: int, fraction: float) -> int:
+    # round half up, so that counts grow with the fraction (nesting) and 0.5 is not banker's-rounded
+    return int(math.floor(fraction * n + 0.5))
+
+
+def labelled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of the labelled images: round(fraction * n_c) of every class c, at least one.
+
+    labels (N,) -> (M,) int64. Each class is ordered by one random permutation drawn from
+    ``seed`` alone and the first images are kept, so subsets are nested across fractions
+    (1% inside 5% inside 10%) and the same for every method at one seed.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([int(seed), _SUBSET_STREAM])
+    keep = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        order = members[rng.permutation(members.size)]
+        keep.append(order[: max(1, _per_class_count(members.size, fraction))])
+    return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+def corrupt_labels(labels: np.ndarray, eta: float, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the labels of round(eta * n_c) images of every class c by a label uniform over the OTHER classes.
+
+    labels (N,) -> (observed (N,) int64, corrupted (N,) bool). The corrupted fraction of every
+    class is eta within half an image; drawn from ``seed`` alone.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if n_classes < 2:
+        raise ValueError("label noise needs at least two classes")
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), _NOISE_STREAM])
+    corrupted = np.zeros(labels.shape, dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        corrupted[rng.choice(members, _per_class_count(members.size, eta), replace=False)] = True
+    observed = labels.copy()
+    # a shift of 1..K-1 classes: uniform over the K - 1 wrong labels
+    observed[corrupted] = (labels[corrupted] + rng.integers(1, n_classes, int(corrupted.sum()))) % n_classes
+    return observed, corrupted
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """labels (N,) -> (N, K) float64 one-hot rows."""
+    return np.eye(n_classes, dtype=np.float64)[np.asarray(labels, dtype=np.int64)]
+
+
+def soft_targets(observed: np.ndarray, eta: float, n_classes: int) -> np.ndarray:
+    """y_hat = eta * u + (1 - eta) * onehot(observed), u uniform over the K classes; (N,) -> (N, K)."""
+    return eta / n_classes + (1.0 - eta) * one_hot(observed, n_classes)
+
+
+# ----------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------
+def _split(method: str, options: dict[str, Any] | None, extra: dict[str, Any]) -> tuple[dict, dict]:
+    """(options of the deep method, this module's options), both with defaults; unknown names refused.
+
+    Keys of ``extra`` that are deep options (``n_views``) are this experiment's defaults for them.
+    """
+    options = dict(options or {})
+    own_keys = [k for k in extra if k not in DEEP_TRAINING_DEFAULTS]
+    own = {k: options.pop(k, extra[k]) for k in own_keys}
+    deep_defaults = {k: v for k, v in extra.items() if k in DEEP_TRAINING_DEFAULTS}
+    return get_deep_method(method).options({**deep_defaults, **options}), own
+
+
+def weak_options(method: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All options of a weak run: the deep method's and :data:`WEAK_DEFAULTS`, updated by ``options``."""
+    if method not in WEAK_METHODS:
+        raise DeepRunError(f"unknown weakly-supervised method {method!r}; known: {', '.join(WEAK_METHODS)}")
+    deep_opts, own = _split(method, options, WEAK_DEFAULTS)
+    return {**deep_opts, **own}
+
+
+def noisy_options(options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All options of a noisy-label run: the ``supervised`` method's and :data:`NOISY_DEFAULTS`."""
+    deep_opts, own = _split("supervised", options, NOISY_DEFAULTS)
+    return {**deep_opts, **own}
+
+
+def _train_test(dataset: str, root: Path | str, opts: dict[str, Any]):
+    from .. import data
+
+    dspec = data.get_spec(dataset)
+    x_tr, y_tr = data.load(dataset, root, "train")
+    x_te, y_te = data.load(dataset, root, "test")
+    sizes = {"n_train_available": int(x_tr.shape[0]), "n_test_available": int(x_te.shape[0])}
+    # reduced runs: fixed subsets of either split, the same for every method and seed
+    for key, split in (("max_images", "train"), ("max_eval_images", "test")):
+        x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+        if opts.get(key) is not None and int(opts[key]) < x.shape[0]:
+            keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(x.shape[0], int(opts[key]), replace=False))
+            x, y = x[keep], y[keep]
+        if split == "train":
+            x_tr, y_tr = x, y
+        else:
+            x_te, y_te = x, y
+    return dspec, x_tr, y_tr, x_te, y_te, sizes
+
+
+def _sha(indices: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).data).hexdigest()
+
+
+def _record(experiment, dataset, method, seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info, wall,
+            root, checkpoint, config_name, **fields) -> dict[str, Any]:
+    from ..metrics import clustering_scores
+
+    scores = clustering_scores(y_te, pred)
+    metrics = {"accuracy": float(np.mean(pred == y_te)), "hungarian_accuracy": scores["accuracy"],
+               **{k: scores[k] for k in ("nmi", "ari", "n_clusters_nonempty")}}
+    return {
+        "record_version": RECORD_VERSION,
+        "experiment": experiment,
+        "dataset": dataset,
+        "method": method,
+        "seed": int(seed),
+        **fields,
+        "metrics": metrics,
+        "main_metric": "accuracy",  # plain accuracy on the test split; hungarian_accuracy beside it
+        "n_clusters": int(dspec.n_classes),
+        "options": opts,
+        "info": info,
+        "wall_time_s": wall,
+        "device": info["device"],
+        "data": {"root": str(root), "n_train": int(x_tr.shape[0]), "n_test": int(x_te.shape[0]), **sizes,
+                 "image_shape": list(x_tr.shape[1:]), "sha256": info["data_sha256"]},
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "config": config_name,
+        **run_provenance(),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Runs -> records
+# ----------------------------------------------------------------------------
+def run_weak(
+    dataset: str,
+    root: Path | str,
+    method: str,
+    seed: int,
+    fraction: float,
+    options: dict[str, Any] | None = None,
+    experiment: str = "weak",
+    config_name: str | None = None,
+    checkpoint: Path | str | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Table 4: ``method`` on the train split with ``fraction`` of its labels (per class); the record.
+
+    The record: experiment, dataset, method, seed, fraction, loss (``shannon``: the labelled
+    term is H, eq. 8), n_labelled, test metrics (``accuracy`` plain, ``hungarian_accuracy``,
+    NMI, ARI), options, per-epoch test curves in ``info``, wall time, device, versions.
+    """
+    opts = weak_options(method, options)
+    if not 0.0 < float(fraction) <= 1.0:
+        raise DeepRunError(f"fraction must be in (0, 1], got {fraction}")
+    resolve_device(opts["device"])  # before loading anything
+    dspec, x_tr, y_tr, x_te, y_te, sizes = _train_test(dataset, root, opts)
+    lab = labelled_subset(y_tr, float(fraction), seed)
+    mask = np.zeros(y_tr.shape[0], dtype=bool)
+    mask[lab] = True
+    sup = Supervision(one_hot(y_tr, dspec.n_classes), mask, "shannon", float(opts["self_weight"]),
+                      opts["labelled_batch_size"])
+    deep_opts = {k: v for k, v in opts.items() if k not in WEAK_DEFAULTS or k in DEEP_TRAINING_DEFAULTS}
+    start = time.perf_counter()
+    pred, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
+                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
+                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
+                            eval_labels=y_te)
+    wall = time.perf_counter() - start
+    return _record(experiment, dataset, method, seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info, wall,
+                   root, checkpoint, config_name, fraction=float(fraction), loss="shannon",
+                   n_labelled=int(lab.size), labelled_sha256=_sha(lab))
+
+
+def run_noisy(
+    dataset: str,
+    root: Path | str,
+    loss: str,
+    eta: float,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    experiment: str = "noisy",
+    config_name: str | None = None,
+    checkpoint: Path | str | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Figure 2: train on all training images with eta of their labels corrupted, soft targets, loss H or H2.
+
+    ``loss`` is ``shannon`` (H, eq. 8) or ``collision`` (H2, eq. 9). The record: experiment,
+    dataset, method (``supervised``), seed, eta, loss, n_labelled (all training images),
+    n_corrupted, test metrics, options, curves, wall time, device, versions.
+    """
+    if loss not in NOISY_LOSSES:
+        raise DeepRunError(f"loss must be one of {NOISY_LOSSES}, got {loss!r}")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise DeepRunError(f"eta must be in [0, 1], got {eta}")
+    opts = noisy_options(options)
+    resolve_device(opts["device"])
+    dspec, x_tr, y_tr, x_te, y_te, sizes = _train_test(dataset, root, opts)
+    observed, corrupted = corrupt_labels(y_tr, float(eta), dspec.n_classes, seed)
+    sup = Supervision(soft_targets(observed, float(eta), dspec.n_classes), None, loss, 0.0)
+    deep_opts = {k: v for k, v in opts.items() if k not in NOISY_DEFAULTS or k in DEEP_TRAINING_DEFAULTS}
+    start = time.perf_counter()
+    pred, info = train_deep(x_tr, dspec.n_classes, "supervised", seed, deep_opts, dataset=dataset,
+                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
+                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
+                            eval_labels=y_te)
+    wall = time.perf_counter() - start
+    return _record(experiment, dataset, "supervised", seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info,
+                   wall, root, checkpoint, config_name, eta=float(eta), loss=loss,
+                   n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
+                   corrupted_sha256=_sha(np.flatnonzero(corrupted)), observed_labels_sha256=_sha(observed))
