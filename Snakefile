@@ -27,6 +27,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/clustering.smk"
 include: "workflow/rules/deep.smk"
+include: "workflow/rules/weak.smk"
+include: "workflow/rules/noisy.smk"
 include: "workflow/rules/table1.smk"
 include: "workflow/rules/notebooks.smk"
 

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from cce.data.features import save_features
 from cce.methods import METHODS, effective_lam, get_method
 from cce.metrics import hungarian_accuracy
-from cce.pipeline.experiments import parse_variant, run_options, variant_name
+from cce.pipeline.experiments import eta_variant, fraction_variant, parse_variant, run_options, variant_name
 from cce.pipeline.runs import run_clustering
 from cce.training import ConvergenceWarning, fit, predict_logits, train_head
 
@@ -74,6 +74,27 @@ def test_run_options_layering():
     assert parse_variant(variant_name("cce_plus", 1000.0, "mean")) == ("cce_plus", {"lam": 1000.0, "lam_scale": "mean"})
     with pytest.raises(ValueError, match="no value for dataset"):
         run_options({"clustering": {"training": {"epochs": {"digits": 3}}}}, "clustering", "mnist", "cce_plus")
+
+
+def test_variants_of_the_network_experiments_and_their_options():
+    assert parse_variant(fraction_variant("mi_d", 0.05)) == ("mi_d", {"fraction": 0.05})
+    assert parse_variant(eta_variant("collision", 0.0)) == ("collision", {"eta": 0.0})
+    assert parse_variant("sela") == ("sela", {})
+    with pytest.raises(ValueError, match="not a run variant"):
+        parse_variant("mi_d-frac")
+    config = {
+        "deep": {"training": {"batch_size": {"stl10": 160, "default": 250}, "epochs": 3},
+                 "method_options": {"cce_plus": {"max_iter": 7}}},
+        "weak": {"training": {"epochs": 2, "network": "grey28"}, "method_options": {"cce_plus": {"lam": 10}}},
+        "noisy": {"training": {"epochs": 4}},
+    }
+    assert run_options(config, "deep", "stl10", "cce_plus")["batch_size"] == 160
+    deep = run_options(config, "deep", "mnist", "cce_plus")
+    assert (deep["batch_size"], deep["epochs"], deep["max_iter"], deep["lr"]) == (250, 3, 7, 1e-4)
+    weak = run_options(config, "weak", "mnist", "cce_plus-frac0.1")
+    assert (weak["epochs"], weak["network"], weak["lam"]) == (2, "grey28", 10) and "fraction" not in weak
+    noisy = run_options(config, "noisy", "cifar10", "shannon-eta0.3")
+    assert (noisy["epochs"], noisy["network"], noisy["n_views"]) == (4, "resnet18", 1) and "eta" not in noisy
 
 
 def test_lam_scales():

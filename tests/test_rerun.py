@@ -58,13 +58,14 @@ def test_report_holds_every_table_and_figure_with_its_caption(tiny_clone):
     snakemake("--cores", "1", "--report", "results/report.html", "--configfile", config, cwd=clone,
               snakefile=clone / "Snakefile", check=True)
     html = (clone / "results/report.html").read_text()
-    captions = ("Table 1 of the paper", "Table 2 of the paper", "Table 3 of the paper", "Table 5 of the paper",
-                "Table 6 of the paper", "Figure 1 of the paper", "Figure 3 of the paper", "The lam study",
-                "Learning curves of the networks trained from scratch", "The executed notebook")
+    captions = ("Table 1 of the paper", "Table 2 of the paper", "Table 3 of the paper", "Table 4 of the paper",
+                "Table 5 of the paper", "Table 6 of the paper", "Figure 1 of the paper", "Figure 2 of the paper",
+                "Figure 3 of the paper", "The lam study", "Learning curves of the networks trained from scratch",
+                "The executed notebook")
     for caption in captions:
         assert caption in html, caption
-    for output in ("table1.csv", "table2.csv", "table3.csv", "table5.csv", "table6.csv", "figure1.png",
-                   "figure3.png", "lambda.png", "learning_curves.png", "lam_study.csv"):
+    for output in ("table1.csv", "table2.csv", "table3.csv", "table4.csv", "table5.csv", "table6.csv", "figure1.png",
+                   "figure2.png", "figure3.png", "lambda.png", "learning_curves.png", "lam_study.csv"):
         assert output in html, output
     # the report is made from the finished run: still nothing to do afterwards
     assert plan(clone, config) == {}

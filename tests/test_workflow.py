@@ -55,9 +55,15 @@ def test_dry_run_of_the_paper_config(tmp_path):
     assert counts["notebook_figure"] == 2  # Figures 1 and 3
     # Tables 3 and 6: 4 datasets x 6 methods x 6 seeds, batches of 160 on STL10 (Appendix F)
     deep_runs = planned_runs(config, "deep")
-    assert counts["deep_run"] == len(deep_runs) == 4 * 6 * 6
-    assert {r.dataset for r in deep_runs} <= datasets
-    for rule in ("table3", "table6", "deep_curves", "notebook_table3", "notebook_table6", "notebook_learning_curves"):
+    assert len(deep_runs) == 4 * 6 * 6 and {r.dataset for r in deep_runs} <= datasets
+    # Table 4: 2 datasets x 6 methods x 3 fractions x 6 seeds; Figure 2: 2 losses x 10 etas x 3 seeds
+    weak_runs, noisy_runs = planned_runs(config, "weak"), planned_runs(config, "noisy")
+    assert len(weak_runs) == 2 * 6 * 3 * 6 and len(noisy_runs) == 2 * 10 * 3
+    assert {r.variant for r in noisy_runs} == {f"{loss}-eta{eta / 10:g}" for loss in ("shannon", "collision")
+                                               for eta in range(10)}
+    assert counts["network_run"] == len(deep_runs) + len(weak_runs) + len(noisy_runs)
+    for rule in ("table3", "table6", "deep_curves", "notebook_table3", "notebook_table6", "notebook_learning_curves",
+                 "table4", "notebook_table4", "figure2_data", "notebook_figure2"):
         assert counts[rule] == 1, rule
     assert run_options(config, "deep", "stl10", "cce_plus")["batch_size"] == 160
     assert run_options(config, "deep", "mnist", "cce_plus")["batch_size"] == 250
@@ -71,8 +77,8 @@ def test_slurm_profile_requests_gpus_for_training(tmp_path):
     jobs = out.split("\n\n")
     run_jobs = [j for j in jobs if "rule clustering_run:" in j]
     assert run_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in run_jobs)
-    deep_jobs = [j for j in jobs if "rule deep_run:" in j]
-    assert deep_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in deep_jobs)
+    network_jobs = [j for j in jobs if "rule network_run:" in j]
+    assert network_jobs and all("gpu=1" in j and "slurm_partition=gpu" in j for j in network_jobs)
     data_jobs = [j for j in jobs if "rule data:" in j]
     assert data_jobs and all("gpu=1" not in j and "slurm_partition=cpu" in j for j in data_jobs)
 
@@ -119,14 +125,33 @@ def test_tiny_clone_produces_every_output(tiny_clone):
     curves = pd.read_csv(workdir / "results/deep_curves.csv")
     assert len(curves) == 6 * 2 and set(curves["method"]) == {"mi_d", "iic", "sela", "mi_adm", "cce", "cce_plus"}
     assert curves["accuracy"].between(0, 1).all() and curves["loss"].notna().all()
-    for name in ("table1", "table2", "table3", "table5", "table6", "figure1", "figure3", "lambda", "learning_curves"):
+    # Table 4 and Figure 2: runs with labels, tested on the test split
+    t4 = pd.read_csv(workdir / "results/table4.csv")
+    assert list(t4.columns) == ["method", "fashion_mnist@0.2", "fashion_mnist@0.2_std", "fashion_mnist@0.1",
+                                "fashion_mnist@0.1_std"]
+    assert list(t4["method"]) == ["seeds_only", "cce_plus"]
+    for method, fraction in (("seeds_only", 0.2), ("cce_plus", 0.1)):
+        path = workdir / f"results/runs/weak/fashion_mnist/{method}-frac{fraction:g}/seed0.json"
+        record = json.loads(path.read_text())
+        assert record["fraction"] == fraction and record["loss"] == "shannon" and record["method"] == method
+        assert 10 <= record["n_labelled"] <= fraction * 64 + 10  # round(fraction * n_c), at least one, per class
+        assert record["data"]["n_train"] == 64 and record["data"]["n_test"] == 64
+        shown = t4.set_index("method").loc[method, f"fashion_mnist@{fraction:g}"]
+        assert shown == pytest.approx(100 * record["metrics"]["accuracy"], abs=1e-4)
+    f2 = pd.read_csv(workdir / "results/figure2.csv")
+    assert sorted(zip(f2["loss"], f2["eta"])) == [("collision", 0), ("collision", 0.8), ("shannon", 0), ("shannon", 0.8)]
+    noisy = json.loads((workdir / "results/runs/noisy/fashion_mnist/collision-eta0.8/seed0.json").read_text())
+    assert noisy["loss"] == "collision" and noisy["eta"] == 0.8 and noisy["info"]["architecture"] == "grey28"
+    assert noisy["n_corrupted"] == pytest.approx(0.8 * 64, abs=10)  # within one image per class
+    for name in ("table1", "table2", "table3", "table4", "table5", "table6", "figure1", "figure2", "figure3", "lambda",
+                 "learning_curves"):
         html = (workdir / f"results/notebooks/{name}.html").read_text()
         assert "Traceback" not in html
         nb = json.loads((workdir / f"results/notebooks/{name}.ipynb").read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert code and all(c["execution_count"] for c in code)
         assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
-    for name in ("figure1", "figure3", "lambda", "learning_curves"):
+    for name in ("figure1", "figure2", "figure3", "lambda", "learning_curves"):
         png = (workdir / f"results/figures/{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
 

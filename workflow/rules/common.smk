@@ -7,7 +7,16 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from cce.pipeline.config import ConfigError, validate_config
-from cce.pipeline.experiments import HEAD_EXPERIMENTS, RECORD_PATTERN, VARIANT_PATTERN, parse_variant, planned_runs, run_options
+from cce.pipeline.experiments import (
+    DEEP_EXPERIMENTS,
+    HEAD_EXPERIMENTS,
+    RECORD_PATTERN,
+    TARGET_EXPERIMENTS,
+    VARIANT_PATTERN,
+    parse_variant,
+    planned_runs,
+    run_options,
+)
 
 try:
     validate_config(config)  # the schema ships with the library: src/cce/pipeline/schemas/config.schema.yaml
@@ -29,10 +38,18 @@ envvars:
 NOTEBOOK_DIR = Path(os.path.relpath(Path(workflow.basedir) / "notebooks"))
 # Table 5 compares L_CCE (PGD) with L_CCE+ (EM) on the clustering experiment's runs.
 TABLE5_METHODS = [m for m in ("cce", "cce_plus") if m in config["clustering"]["methods"]]
+NETWORK_EXPERIMENTS = DEEP_EXPERIMENTS + TARGET_EXPERIMENTS  # all trained by network_run (deep.smk)
 # Deep runs: Table 3 compares the losses (every method but L_CCE), Table 6 L_CCE with L_CCE+.
 DEEP_METHODS = (config.get("deep") or {}).get("methods", [])
 TABLE3_METHODS = [m for m in DEEP_METHODS if m != "cce"]
 TABLE6_METHODS = [m for m in ("cce", "cce_plus") if m in DEEP_METHODS]
+
+
+def table4_columns():
+    """Table 4's columns in the paper's order: every dataset at the largest fraction, then the next."""
+    section = config.get("weak") or {}
+    fractions = sorted(section.get("fractions", []), reverse=True)
+    return [f"{d}@{f:g}" for f in fractions for d in section.get("datasets", [])]
 
 
 wildcard_constraints:
@@ -60,8 +77,18 @@ def features_path(dataset, extractor):
     return f"results/features/{dataset}/{extractor}.npz"
 
 
-def deep_checkpoint_path(dataset, variant, seed):
-    return f"results/checkpoints/deep/{dataset}/{variant}/seed{seed}.ckpt"
+def checkpoint_path(experiment, dataset, variant, seed):
+    return f"results/checkpoints/{experiment}/{dataset}/{variant}/seed{seed}.ckpt"
+
+
+def network_run_args(wildcards):
+    """What a network run varies, as arguments of its command (python -m cce deep|weak|noisy)."""
+    name, varied = parse_variant(wildcards.variant)
+    if wildcards.experiment == "noisy":
+        return f"--loss {name} --eta {varied['eta']:g}"
+    if wildcards.experiment == "weak":
+        return f"--method {name} --fraction {varied['fraction']:g}"
+    return f"--method {name}"
 
 
 def records(experiment, methods=None):
@@ -112,6 +139,10 @@ def all_targets():
             targets += ["results/table3.csv", "results/notebooks/table3.html"]
         if TABLE6_METHODS:
             targets += ["results/table6.csv", "results/notebooks/table6.html"]
+    if config.get("weak"):
+        targets += records("weak") + ["results/table4.csv", "results/notebooks/table4.html"]
+    if config.get("noisy"):
+        targets += records("noisy") + ["results/figures/figure2.png", "results/notebooks/figure2.html"]
     if config.get("lam_study"):
         targets += records("lam_study") + ["results/figures/lambda.png", "results/notebooks/lambda.html"]
     return targets

@@ -1,32 +1,36 @@
-# Networks trained from scratch (Table 3, Table 6): one JSON record per (dataset, method, seed).
-# A job saves a checkpoint after every epoch under results/checkpoints/. It is not an output, so
-# Snakemake keeps it when a job fails or is killed, and the job run again resumes from it; it is
-# deleted once the record is written unless deep.keep_checkpoints is true.
+# Networks trained from scratch: one JSON record per (experiment, dataset, variant, seed), the tables
+# of Table 3 and Table 6 (weak.smk: Table 4; noisy.smk: Figure 2). A job saves a checkpoint after
+# every epoch under results/checkpoints/. It is not an output, so Snakemake keeps it when a job
+# fails or is killed, and the job run again resumes from it; it is deleted once the record is
+# written unless the experiment's keep_checkpoints is true.
 
 
-rule deep_run:
+rule network_run:
+    # Every run that trains a network from scratch: deep (Tables 3, 6), weak (Table 4), noisy (Figure 2).
     input:
         lambda wc: manifest_path(wc.dataset),
     output:
-        "results/runs/deep/{dataset}/{variant}/seed{seed}.json",
+        "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json",
+    wildcard_constraints:
+        experiment="|".join(NETWORK_EXPERIMENTS),
     params:
         root=DATA_ROOT,
-        method=lambda wc: parse_variant(wc.variant)[0],
-        options=lambda wc: run_options_json("deep", wc.dataset, wc.variant),
-        checkpoint=lambda wc: deep_checkpoint_path(wc.dataset, wc.variant, wc.seed),
-        keep="--keep-checkpoint" if config.get("deep", {}).get("keep_checkpoints") else "",
+        run=network_run_args,
+        options=lambda wc: run_options_json(wc.experiment, wc.dataset, wc.variant),
+        checkpoint=lambda wc: checkpoint_path(wc.experiment, wc.dataset, wc.variant, wc.seed),
+        keep=lambda wc: "--keep-checkpoint" if config[wc.experiment].get("keep_checkpoints") else "",
     log:
-        "logs/runs/deep/{dataset}/{variant}/seed{seed}.log",
-    threads: stage_resources("deep")["threads"]
+        "logs/runs/{experiment}/{dataset}/{variant}/seed{seed}.log",
+    threads: lambda wc: stage_resources(wc.experiment)["threads"]
     resources:
-        mem_mb=stage_resources("deep")["mem_mb"],
-        runtime=stage_resources("deep")["runtime"],
-        gpu=stage_resources("deep")["gpu"],
+        mem_mb=lambda wc: stage_resources(wc.experiment)["mem_mb"],
+        runtime=lambda wc: stage_resources(wc.experiment)["runtime"],
+        gpu=lambda wc: stage_resources(wc.experiment)["gpu"],
     conda:
         "../../environment.yml"
     shell:
-        "python -m cce deep --dataset {wildcards.dataset} --root {params.root:q} --method {params.method}"
-        " --seed {wildcards.seed} --options {params.options:q} --experiment deep"
+        "python -m cce {wildcards.experiment} --dataset {wildcards.dataset} --root {params.root:q} {params.run}"
+        " --seed {wildcards.seed} --options {params.options:q} --experiment {wildcards.experiment}"
         ' --config-name "${{CCE_CONFIG_FILES:-}}" --checkpoint {params.checkpoint:q} {params.keep}'
         " --out {output} > {log} 2>&1"
 

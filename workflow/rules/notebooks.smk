@@ -151,3 +151,43 @@ rule notebook_learning_curves:
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
         " --log-notebook {log.notebook} -p curves {input.curves} -p figure {output.figure} > {log.stderr} 2>&1"
+
+
+rule notebook_table4:
+    input:
+        template=notebook_template("table4"),
+        table="results/table4.csv",
+        summary="results/table4_summary.csv",
+    output:
+        notebook="results/notebooks/table4.ipynb",
+        html=report("results/notebooks/table4.html", caption="../report/notebook.rst", category="Notebooks"),
+    log:
+        notebook="logs/notebooks/table4.ipynb",
+        stderr="logs/notebooks/table4.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+
+
+rule notebook_figure2:
+    input:
+        template=notebook_template("figure2"),
+        summary="results/figure2.csv",
+        runs="results/figure2_runs.csv",
+    output:
+        figure=report("results/figures/figure2.png", caption="../report/figure2.rst", category="Figures"),
+        notebook="results/notebooks/figure2.ipynb",
+        html=report("results/notebooks/figure2.html", caption="../report/notebook.rst", category="Notebooks"),
+    params:
+        network=lambda wc: (config.get("noisy") or {}).get("training", {}).get("network", "resnet18"),
+    log:
+        notebook="logs/notebooks/figure2.ipynb",
+        stderr="logs/notebooks/figure2.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p summary {input.summary} -p runs {input.runs}"
+        " -p figure {output.figure} -p network {params.network} > {log.stderr} 2>&1"

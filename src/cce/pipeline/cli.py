@@ -105,9 +105,11 @@ def _records(paths):
 
 def cmd_table(args) -> None:
     from ..io import atomic_path
-    from .tables import paper_layout, summary
+    from .tables import paper_layout, split_columns, summary
 
     runs = _records(args.runs)
+    if args.columns_by:
+        runs = split_columns(runs, args.columns_by)
     table = paper_layout(runs, args.methods, args.datasets, metric=args.metric)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -121,9 +123,13 @@ def cmd_summarize(args) -> None:
     from ..io import atomic_path
     from .tables import summary
 
-    table = summary(_records(args.runs), by=args.by)
+    runs = _records(args.runs)
+    table = summary(runs, by=args.by)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    if args.runs_out:
+        with atomic_path(args.runs_out) as tmp:
+            runs.to_csv(tmp, index=False, float_format="%.6g")
     print(table.to_string(index=False))
 
 
@@ -316,12 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary-out", type=Path, default=None, help="also write all metrics, long format")
+    p.add_argument("--columns-by", default=None, choices=["fraction", "eta"],
+                   help="one column per dataset and value of this field, named {dataset}@{value} (Table 4)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("summarize", help="mean and std over seeds of every metric, grouped")
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--by", nargs="+", default=["dataset", "method"],
-                   help="columns to group by (dataset, method, lam_scale, lam, ...)")
+                   help="columns to group by (dataset, method, lam_scale, lam, fraction, eta, loss, ...)")
+    p.add_argument("--runs-out", type=Path, default=None, help="also write one row per run record")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_summarize)
 

@@ -91,19 +91,32 @@ def _registry_problems(config: dict) -> list[str]:
         if local_dir is not None and not Path(local_dir).is_dir():
             problems.append(f"'datasets.{name}.local_dir': directory {local_dir!r} does not exist")
 
-    for experiment in ("clustering", "lam_study", "deep"):
+    from ..training import weak
+
+    for experiment in ("clustering", "lam_study", "deep", "weak", "noisy"):
         section = config.get(experiment)
         if not section:
             continue
-        # deep runs train a Table 7 network (cce.training.deep); the others a linear head (cce.methods)
-        registry = deep.DEEP_METHODS if experiment == "deep" else methods.METHODS
+        # deep runs train a Table 7 network (cce.training.deep), weak runs too with a fraction of the
+        # labels (cce.training.weak); the others a linear head (cce.methods)
+        registry = {"deep": deep.DEEP_METHODS, "noisy": {},
+                    "weak": {m: deep.DEEP_METHODS.get(m) or deep.SUPERVISED_METHODS[m] for m in weak.WEAK_METHODS},
+                    }.get(experiment, methods.METHODS)
         for i, name in enumerate(section.get("datasets", [])):
             known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
-            if experiment == "deep" and name in data.DATASETS:
+            if name not in data.DATASETS:
+                continue
+            spec = data.DATASETS[name]
+            if experiment in ("weak", "noisy") and not {"train", "test"} <= set(spec.split_sizes):
+                problems.append(f"'{experiment}.datasets[{i}]': dataset {name!r} has no train and test splits "
+                                f"(only {', '.join(spec.split_sizes)}); these runs train on one and test on the other")
+            if experiment in ("deep", "weak"):
                 try:
-                    models.architecture_for(data.DATASETS[name].image_shape)
+                    models.architecture_for(spec.image_shape)
                 except ValueError as err:
                     problems.append(f"'{experiment}.datasets[{i}]': dataset {name!r}: {err}")
+        for i, name in enumerate(section.get("losses", [])):
+            known("loss", f"{experiment}.losses[{i}]", name, weak.NOISY_LOSSES)
         if "extractor" in section:
             known("extractor", f"{experiment}.extractor", section["extractor"], features.EXTRACTORS)
         for i, name in enumerate(section.get("methods", [])):
@@ -139,6 +152,15 @@ def _registry_problems(config: dict) -> list[str]:
                     if name not in value:
                         problems.append(f"'{experiment}.training.{key}': no value for dataset {name!r} "
                                         f"({experiment}.datasets[{i}]) and no 'default'")
+        if experiment in ("weak", "noisy") and not problems:
+            # the options these runs add (network, labelled_batch_size, ...) and their values
+            from .experiments import run_options, variants
+
+            for variant in variants(config, experiment)[:1] if experiment == "noisy" else variants(config, experiment):
+                try:
+                    run_options(config, experiment, section["datasets"][0], variant)
+                except (deep.DeepRunError, ValueError) as err:
+                    problems.append(f"'{experiment}.training' or '{experiment}.method_options': {err}")
     return problems
 
 

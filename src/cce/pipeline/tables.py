@@ -22,6 +22,8 @@ def records_frame(paths: Iterable[Path | str]) -> pd.DataFrame:
         rows.append({
             "experiment": r["experiment"], "dataset": r["dataset"], "method": r["method"],
             "seed": r["seed"], "lam": r["options"].get("lam"), "lam_scale": r["options"].get("lam_scale"),
+            # Table 4's labelled fraction, Figure 2's corrupted fraction and loss (None elsewhere)
+            "fraction": r.get("fraction"), "eta": r.get("eta"), "loss": r.get("loss"),
             **{m: r["metrics"][m] for m in METRICS},
             "objective": r.get("info", {}).get("losses", {}).get("objective"),
             # mean solver iterations per batch in the last epoch (EM, PGD, ...)
@@ -75,6 +77,16 @@ def curves_frame(paths: Iterable[Path | str]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no run records to aggregate")
     return pd.concat(frames, ignore_index=True)
+
+
+def split_columns(runs: pd.DataFrame, field: str) -> pd.DataFrame:
+    """``runs`` with ``dataset`` renamed to ``{dataset}@{field value}``, e.g. ``stl10@0.1`` for Table 4's
+    columns (dataset x labelled fraction), to lay out with :func:`paper_layout`."""
+    if runs[field].isna().any():
+        raise ValueError(f"some records have no {field!r}: {sorted(set(runs.loc[runs[field].isna(), 'record']))[:3]}")
+    out = runs.copy()
+    out["dataset"] = [f"{d}@{v:g}" for d, v in zip(runs["dataset"], runs[field])]
+    return out
 
 
 def paper_layout(runs: pd.DataFrame, methods: list[str], datasets: list[str],

@@ -252,6 +252,15 @@ def batch_loss(spec: DeepMethod, state: dict[str, Any], view_logits: Tensor | No
     return own if total is None else total + self_weight * own
 
 
+def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of the images (N, ...) and labels (N,), drawn with :data:`SUBSET_SEED` (the same for every
+    method and seed of a reduced experiment), in their original order; all of them when ``n`` is None."""
+    if n is None or int(n) >= images.shape[0]:
+        return images, labels
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(images.shape[0], int(n), replace=False))
+    return images[keep], labels[keep]
+
+
 def get_deep_method(name: str) -> DeepMethod:
     if name in SUPERVISED_METHODS:
         return SUPERVISED_METHODS[name]
@@ -712,9 +721,7 @@ def run_deep(
     dspec = data.get_spec(dataset)
     images, labels = data.load(dataset, root, "all")
     n_total = int(images.shape[0])
-    if opts["max_images"] is not None and int(opts["max_images"]) < n_total:
-        keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(n_total, int(opts["max_images"]), replace=False))
-        images, labels = images[keep], labels[keep]
+    images, labels = fixed_subset(images, labels, opts["max_images"])
 
     start = time.perf_counter()
     pred, info = train_deep(images, dspec.n_classes, method, seed, opts, y_true=labels, dataset=dataset,

@@ -49,7 +49,7 @@ import numpy as np
 from ..device import resolve_device
 
 from .deep import (
-    DEEP_TRAINING_DEFAULTS, SUBSET_SEED, DeepRunError, Supervision, get_deep_method, run_provenance,
+    DEEP_TRAINING_DEFAULTS, DeepRunError, Supervision, fixed_subset, get_deep_method, run_provenance,
     train_deep,
 )
 
@@ -173,15 +173,8 @@ def _train_test(dataset: str, root: Path | str, opts: dict[str, Any]):
     x_te, y_te = data.load(dataset, root, "test")
     sizes = {"n_train_available": int(x_tr.shape[0]), "n_test_available": int(x_te.shape[0])}
     # reduced runs: fixed subsets of either split, the same for every method and seed
-    for key, split in (("max_images", "train"), ("max_eval_images", "test")):
-        x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
-        if opts.get(key) is not None and int(opts[key]) < x.shape[0]:
-            keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(x.shape[0], int(opts[key]), replace=False))
-            x, y = x[keep], y[keep]
-        if split == "train":
-            x_tr, y_tr = x, y
-        else:
-            x_te, y_te = x, y
+    x_tr, y_tr = fixed_subset(x_tr, y_tr, opts.get("max_images"))
+    x_te, y_te = fixed_subset(x_te, y_te, opts.get("max_eval_images"))
     return dspec, x_tr, y_tr, x_te, y_te, sizes
 
 
