@@ -12,16 +12,9 @@ One loop serves every method. Per batch of images (uint8, kept on the device):
    (:func:`cce.losses.mi_d_loss`, :func:`cce.losses.iic_loss`) on the views;
 4. one Adam step (Appendix F: lr 1e-4, batch 250, 160 for STL10, 50 epochs).
 
-==========  =====================================================  ==========================
-method      loss                                                   pseudo-labels
-==========  =====================================================  ==========================
-mi_d        MI-D [14]: mean H(sigma_i) - H(mean sigma), eq. (1)    none
-iic         IIC [16]: -I of the two views' joint distribution      none
-sela        SeLa [1]: mean H(y, sigma), eq. (4)                    Sinkhorn, whole data set
-mi_adm      MI-ADM [15]: eq. (5)                                   per batch
-cce         L_CCE, eq. (10)                                        PGD, per batch
-cce_plus    L_CCE+, eq. (11) ("Our" of Table 3)                    EM, per batch (Algorithm 1)
-==========  =====================================================  ==========================
+The methods, their losses and options are in :mod:`cce.training.deep_methods`; checkpoints in
+:mod:`cce.training.checkpoints`.
+
 
 After every epoch the predictions on the un-augmented images (batch norm in eval mode)
 give the curves (loss, accuracy, NMI, ARI, clusters used), and a checkpoint is written
@@ -46,21 +39,19 @@ unlabelled batch. ``network`` picks the network (``auto``: Table 7; ``resnet18``
 ``eval_images`` the curves and predictions are those of that separate set (the test split).
 """
 
+
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import hashlib
 import math
-import os
 import platform
-import random
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,12 +60,16 @@ from torch import Tensor, nn
 from .. import losses
 from ..data.augment import SelfAugmentation
 from ..device import DeviceUnavailableError, resolve_device
-from ..methods import Method, get_method, invalid_choice
 from ..models import NETWORKS, architecture_for, build_network, network_name
+from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .deep_methods import (
+    DEEP_METHODS, DEEP_TRAINING_DEFAULTS, SUPERVISED_METHODS, TARGET_LOSSES, DeepMethod, DeepRunError, Supervision,
+    batch_loss, get_deep_method, target_loss,
+)
 
 __all__ = [
     "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
-    "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "TrainingStopped", "batch_loss",
+    "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "TrainingStopped", "batch_loss", "fixed_subset",
     "get_deep_method", "load_checkpoint", "run_deep", "run_provenance", "target_loss", "train_deep",
 ]
 
@@ -83,29 +78,7 @@ CHECKPOINT_FORMAT = 1
 # The images of a `max_images` subset are drawn with this seed, whatever the run's seed,
 # so that every method and seed of a reduced experiment sees the same images.
 SUBSET_SEED = 0
-
-# Appendix F, deep setting, plus the options of the self-augmentation and the device.
-DEEP_TRAINING_DEFAULTS: dict[str, Any] = {
-    "epochs": 50,
-    "batch_size": 250,  # 160 for STL10 (Appendix F)
-    "lr": 1e-4,  # Adam
-    "weight_decay": 0.0,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "precision": "float32",  # float32 | bf16 (autocast of the network only; losses and solvers stay float32/64)
-    "n_views": 2,  # augmented views per image, sigma_i = their mean softmax
-    "rotation": 25.0,  # degrees, 0 disables
-    "flip": "auto",  # true | false | auto (no flip for digits: mnist, digits)
-    "color": "auto",  # true | false | auto (RGB images only)
-    "max_images": None,  # a fixed random subset of this size (reduced runs); None: all images
-    "eval_batch_size": 1000,
-}
-# Options of the linear-head training of cce.methods that the deep loop replaces.
-_HEAD_ONLY = ("lr", "momentum", "weight_decay", "preprocess")
 _NO_FLIP = ("mnist", "digits")
-
-
-class DeepRunError(Exception):
-    """A run that cannot start as asked (unknown method or option, no network for the images, ...)."""
 
 
 class TrainingStopped(Exception):
@@ -117,141 +90,6 @@ class TrainingStopped(Exception):
         self.checkpoint = checkpoint
 
 
-@dataclass(frozen=True)
-class DeepMethod:
-    """One row of Table 3: either a method of :mod:`cce.methods` (pseudo-labels) or a loss on the views."""
-
-    name: str
-    title: str
-    description: str
-    defaults: dict[str, Any] = field(default_factory=dict)
-    base: Method | None = None  # pseudo-label step and network loss
-    view_loss: Callable[[Tensor, dict[str, Any]], Tensor] | None = None  # (view logits (V, B, K), state)
-
-    @property
-    def label_scope(self) -> str | None:
-        return self.base.label_scope if self.base is not None else None
-
-    def options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The method's defaults updated by ``options``; unknown names are an error."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise DeepRunError(f"deep method {self.name!r} has no option(s) {unknown}; "
-                               f"allowed: {sorted(self.defaults)}")
-        bad = invalid_choice(self.base.choices, options) if self.base is not None else None
-        if bad:
-            raise DeepRunError(f"deep method {self.name!r}: {bad}")
-        return {**self.defaults, **options}
-
-    def make_state(self, options: dict[str, Any], batch_size: int) -> dict[str, Any]:
-        if self.base is not None:
-            return self.base.make_state(options, batch_size)
-        return dict(options)
-
-
-def _mi_d(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
-    return losses.mi_d_loss(view_logits, state["fairness_weight"])
-
-
-def _iic(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
-    # IIC pairs two views; with more, the mean over all pairs.
-    V = view_logits.shape[0]
-    pairs = [(s, t) for s in range(V) for t in range(s + 1, V)]
-    return sum(losses.iic_loss(view_logits[s], view_logits[t], state["lamb"]) for s, t in pairs) / len(pairs)
-
-
-def _from_base(name: str, title: str, extra: dict[str, Any] | None = None) -> DeepMethod:
-    base = get_method(name)
-    label_options = {k: v for k, v in base.defaults.items() if k not in _HEAD_ONLY and k not in DEEP_TRAINING_DEFAULTS}
-    return DeepMethod(name, title, base.description + " Deep: on view-averaged predictions sigma_i.",
-                      defaults={**DEEP_TRAINING_DEFAULTS, **label_options, **(extra or {})}, base=base)
-
-
-DEEP_METHODS: dict[str, DeepMethod] = {
-    m.name: m
-    for m in (
-        DeepMethod("mi_d", "MI-D",
-                   "IMSAT [14]: the MI loss of eq. (1) on view-averaged predictions, minimized by Adam; "
-                   "fairness_weight = 1 is eq. (1) as written.",
-                   defaults={**DEEP_TRAINING_DEFAULTS, "fairness_weight": 1.0}, view_loss=_mi_d),
-        DeepMethod("iic", "IIC",
-                   "IIC [16]: minus the mutual information of the symmetrized joint distribution of two "
-                   "views' predictions; lamb = 1 as in IIC.",
-                   defaults={**DEEP_TRAINING_DEFAULTS, "lamb": 1.0}, view_loss=_iic),
-        # SeLa refreshes its labels on the whole data set every `label_every` epochs.
-        _from_base("sela", "SeLa", {"label_every": 1}),
-        _from_base("mi_adm", "MI-ADM"),
-        _from_base("cce", "CCE (L_CCE)"),
-        _from_base("cce_plus", "Our"),
-    )
-}
-
-
-# ----------------------------------------------------------------------------
-# Targets: weak supervision (Table 4) and noisy labels (Figure 2), used by cce.training.weak
-# ----------------------------------------------------------------------------
-# Methods without a self-labeling term: they train on the targets alone and need a Supervision.
-SUPERVISED_METHODS: dict[str, DeepMethod] = {
-    m.name: m
-    for m in (
-        DeepMethod("seeds_only", "Only seeds", "Table 4's \"Only seeds\": cross-entropy on the labelled images only.",
-                   defaults=dict(DEEP_TRAINING_DEFAULTS)),
-        DeepMethod("supervised", "Supervised", "Every image's target (noisy labels, Figure 2); no self-labeling.",
-                   defaults=dict(DEEP_TRAINING_DEFAULTS)),
-    )
-}
-TARGET_LOSSES = ("shannon", "collision")
-
-
-@dataclass(frozen=True)
-class Supervision:
-    """Per-image targets for :func:`train_deep`: targets (N, K) rows on the simplex, mask (N,) bool or None (all)."""
-
-    targets: np.ndarray
-    mask: np.ndarray | None = None
-    loss: str = "shannon"  # shannon: H, eq. (8); collision: H2, eq. (9)
-    self_weight: float = 1.0  # weight of the method's self-labeling loss (Table 4 adds it as is)
-    batch_size: int | None = None  # labelled images per step; None: the method's batch_size
-
-    def fingerprint(self) -> dict[str, Any]:
-        h = hashlib.sha256(np.ascontiguousarray(self.targets, dtype=np.float64).data)
-        if self.mask is not None:
-            h.update(np.ascontiguousarray(self.mask, dtype=bool).data)
-        return {"targets": h.hexdigest(), "loss": self.loss, "self_weight": float(self.self_weight),
-                "batch_size": self.batch_size}
-
-
-def target_loss(view_logits: Tensor, targets: Tensor, loss: str = "shannon") -> Tensor:
-    """Mean over V views and L images of H(y_i, sigma(t(X_i))), eq. (8), or H2, eq. (9), in log space.
-
-    view_logits (V, L, K), targets (L, K) -> scalar. For one-hot targets both are the usual cross-entropy.
-    """
-    fn = {"shannon": losses.shannon_cross_entropy_with_logits,
-          "collision": losses.collision_cross_entropy_with_logits}[loss]
-    return fn(targets.to(view_logits.dtype).unsqueeze(0), view_logits).mean()
-
-
-def batch_loss(spec: DeepMethod, state: dict[str, Any], view_logits: Tensor | None, y: Tensor | None = None,
-               target_logits: Tensor | None = None, targets: Tensor | None = None, loss: str = "shannon",
-               self_weight: float = 1.0) -> Tensor:
-    """One step's loss: target_loss(target_logits (V, L, K), targets (L, K)) + self_weight * self-labeling loss.
-
-    The self-labeling loss is the method's on the batch of all images, view_logits (V, B, K), with
-    its pseudo-labels ``y`` (B, K) where it has them; targets-only methods and ``self_weight = 0`` skip it.
-    """
-    total = target_loss(target_logits, targets, loss) if targets is not None else None
-    if spec.name in SUPERVISED_METHODS or not self_weight:
-        if total is None:
-            raise DeepRunError(f"method {spec.name!r} without a self-labeling term needs targets")
-        return total
-    if spec.base is None:
-        own = spec.view_loss(view_logits, state)
-    else:
-        own = spec.base.network_loss(losses.view_mixture_logits(view_logits), y, state)
-    return own if total is None else total + self_weight * own
-
-
 def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` of the images (N, ...) and labels (N,), drawn with :data:`SUBSET_SEED` (the same for every
     method and seed of a reduced experiment), in their original order; all of them when ``n`` is None."""
@@ -261,14 +99,6 @@ def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple
     return images[keep], labels[keep]
 
 
-def get_deep_method(name: str) -> DeepMethod:
-    if name in SUPERVISED_METHODS:
-        return SUPERVISED_METHODS[name]
-    try:
-        return DEEP_METHODS[name]
-    except KeyError:
-        raise DeepRunError(f"unknown deep method {name!r}; known: "
-                           f"{', '.join([*DEEP_METHODS, *SUPERVISED_METHODS])}") from None
 
 
 # ----------------------------------------------------------------------------
@@ -335,60 +165,6 @@ def predict_probs(model: nn.Module, images: Tensor, aug: SelfAugmentation, batch
             out.append(torch.softmax(model(aug.to_unit(images[i : i + batch_size])).float(), -1))
     model.train()
     return torch.cat(out)
-
-
-# ----------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------
-def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": _python_rng_to_lists(random.getstate()),
-    }
-    state.update({name: g.get_state() for name, g in generators.items()})
-    return state
-
-
-def _python_rng_to_lists(state):
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-                         npst["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    for name, g in generators.items():
-        g.set_state(state[name].cpu())
-
-
-def save_checkpoint(path: Path | str, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` atomically (temporary file, fsync, rename): a crash leaves the previous one."""
-    from ..io import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`train_deep` (tensors only: loaded with ``weights_only=True``)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which
-        raise DeepRunError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                           "delete it to start the run from scratch") from err
 
 
 # ----------------------------------------------------------------------------
@@ -537,7 +313,7 @@ def train_deep(
         else:
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
-            _set_rng_state(ck["rng"], generators)
+            set_rng_state(ck["rng"], generators)
             curves, timing = ck["curves"], ck["timing"]
             start_epoch, train_time = int(ck["epoch"]), float(ck["train_time_s"])
             resumed_at = list(ck["resumed_at"]) + [start_epoch]
@@ -642,7 +418,7 @@ def train_deep(
             save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(generators), "curves": curves, "timing": timing,
+                "rng": rng_state(generators), "curves": curves, "timing": timing,
                 "y_all": y_all.cpu() if y_all is not None else None,
                 "train_time_s": train_time, "resumed_at": resumed_at,
             })
