@@ -28,6 +28,13 @@ def snakemake(*args, cwd, check=False, timeout=1200, snakefile=REPO / "Snakefile
     return proc
 
 
+def comparable_record(record: dict, *extra: str) -> dict:
+    """What a resumed run must reproduce: metrics, options, info without timing, data, and ``extra`` fields."""
+    info = {k: v for k, v in record["info"].items() if k not in ("timing", "train_time_s", "resumed_at_epochs")}
+    return {"metrics": record["metrics"], "options": record["options"], "info": info, "data": record["data"],
+            **{key: record[key] for key in extra}}
+
+
 def copy_working_tree(dest: Path) -> Path:
     """The repository's files as a fresh clone has them (tracked and untracked, not ignored)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,

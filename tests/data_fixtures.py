@@ -255,3 +255,23 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+def halves_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two kinds of 28x28 grey uint8 images: a bright upper (label 0) or lower (label 1) half, with noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    x = rng.integers(0, 60, (n, 28, 28))
+    for i, c in enumerate(labels):
+        x[i, :14] += 150 * (c == 0)
+        x[i, 14:] += 150 * (c == 1)
+    return x.astype(np.uint8), labels.astype(np.int64)
+
+
+def prepared_fake_mnist(tmp_path: Path, monkeypatch, n_train: int, n_test: int, seed: int) -> Path:
+    """A data root with a fake ``mnist`` of n_train + n_test images prepared in it (the registry patched)."""
+    files, _, _, sizes = fake_mnist(n_train=n_train, n_test=n_test, seed=seed)
+    monkeypatch.setitem(data.DATASETS, "mnist", spec_for("mnist", files, {}, sizes))
+    root = tmp_path / "data"
+    data.prepare("mnist", root, local_dir=write_files(tmp_path / "local", files), download=False)
+    return root

@@ -7,23 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from cce import data
 from cce.pipeline.cli import main
 from cce.training import deep
-from data_fixtures import fake_mnist, spec_for, write_files
+from conftest import comparable_record
+from data_fixtures import halves_images, prepared_fake_mnist
 
 N, BATCH = 16, 8
-
-
-def _images(n=N, seed=0):
-    """Two kinds of 28x28 grey images: a bright upper or lower half, with noise; labels 0/1."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    x = rng.integers(0, 60, (n, 28, 28))
-    for i, c in enumerate(labels):
-        x[i, :14] += 150 * (c == 0)
-        x[i, 14:] += 150 * (c == 1)
-    return x.astype(np.uint8), labels.astype(np.int64)
 
 
 OPTS = {"epochs": 1, "batch_size": BATCH, "device": "cpu", "eval_batch_size": 8}
@@ -31,7 +20,7 @@ OPTS = {"epochs": 1, "batch_size": BATCH, "device": "cpu", "eval_batch_size": 8}
 
 @pytest.mark.parametrize("method", list(deep.DEEP_METHODS))
 def test_every_method_trains_an_epoch(method):
-    images, labels = _images()
+    images, labels = halves_images(N)
     pred, info = deep.train_deep(images, 2, method, 0, OPTS, y_true=labels, dataset="mnist", progress=False)
     assert pred.shape == (N,) and set(np.unique(pred)) <= {0, 1}
     c, t = info["curves"], info["timing"]
@@ -48,7 +37,7 @@ def test_every_method_trains_an_epoch(method):
 
 
 def test_bf16_autocast_is_an_option():
-    images, labels = _images()
+    images, labels = halves_images(N)
     _, info = deep.train_deep(images, 2, "mi_d", 0, {**OPTS, "precision": "bf16"}, y_true=labels, progress=False)
     assert info["precision"] == "bf16" and math.isfinite(info["curves"]["loss"][0])
     with pytest.raises(deep.DeepRunError, match="precision"):
@@ -56,7 +45,7 @@ def test_bf16_autocast_is_an_option():
 
 
 def test_options_and_images_checked():
-    images, _ = _images()
+    images, _ = halves_images(N)
     with pytest.raises(deep.DeepRunError, match="no option"):
         deep.train_deep(images, 2, "cce_plus", 0, {"momentum": 0.9}, progress=False)
     with pytest.raises(deep.DeepRunError, match="unknown deep method"):
@@ -74,21 +63,12 @@ def test_options_and_images_checked():
 # ----------------------------------------------------------------------------
 @pytest.fixture
 def mnist_root(tmp_path, monkeypatch):
-    files, images, labels, sizes = fake_mnist(n_train=12, n_test=4, seed=4)
-    monkeypatch.setitem(data.DATASETS, "mnist", spec_for("mnist", files, {}, sizes))
-    root = tmp_path / "data"
-    data.prepare("mnist", root, local_dir=write_files(tmp_path / "local", files), download=False)
-    return root
+    return prepared_fake_mnist(tmp_path, monkeypatch, n_train=12, n_test=4, seed=4)
 
 
 def _deep_cli(root, out, ckpt, method, options, *extra):
     return main(["deep", "--dataset", "mnist", "--root", str(root), "--method", method, "--seed", "3",
                  "--options", json.dumps(options), "--out", str(out), "--checkpoint", str(ckpt), *extra])
-
-
-def _comparable(record):
-    info = {k: v for k, v in record["info"].items() if k not in ("timing", "train_time_s", "resumed_at_epochs")}
-    return {"metrics": record["metrics"], "options": record["options"], "info": info, "data": record["data"]}
 
 
 def test_stopped_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsys):
@@ -105,7 +85,7 @@ def test_stopped_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsy
     assert _deep_cli(mnist_root, part, part_ck, method, opts, "--keep-checkpoint") == 0
 
     a, b = json.loads(whole.read_text()), json.loads(part.read_text())
-    assert _comparable(a) == _comparable(b)
+    assert comparable_record(a) == comparable_record(b)
     assert a["info"]["curves"]["epoch"] == [1, 2] and b["info"]["resumed_at_epochs"] == [1]
     ka, kb = deep.load_checkpoint(whole_ck), deep.load_checkpoint(part_ck)
     assert ka["epoch"] == kb["epoch"] == 2

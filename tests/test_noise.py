@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from cce import data, models
+from cce import models
 from cce.pipeline.cli import main
 from cce.training import deep, weak
-from data_fixtures import fake_mnist, spec_for, write_files
+from data_fixtures import prepared_fake_mnist
 
 
 # ----------------------------------------------------------------------------
@@ -99,11 +99,7 @@ def test_resnet18_is_adapted_to_the_input(shape, stem):
 # ----------------------------------------------------------------------------
 @pytest.fixture
 def mnist_root(tmp_path, monkeypatch):
-    files, images, labels, sizes = fake_mnist(n_train=30, n_test=8, seed=6)
-    monkeypatch.setitem(data.DATASETS, "mnist", spec_for("mnist", files, {}, sizes))
-    root = tmp_path / "data"
-    data.prepare("mnist", root, local_dir=write_files(tmp_path / "local", files), download=False)
-    return root
+    return prepared_fake_mnist(tmp_path, monkeypatch, n_train=30, n_test=8, seed=6)
 
 
 def _noisy_cli(root, out, loss, eta, options, *extra):

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cce import data
 from cce.pipeline.cli import main
 from cce.training import deep, weak
-from data_fixtures import fake_mnist, spec_for, write_files
+from conftest import comparable_record
+from data_fixtures import halves_images, prepared_fake_mnist
 
 
 # ----------------------------------------------------------------------------
@@ -89,16 +89,6 @@ def test_seeds_only_loss_ignores_the_unlabelled_batch():
         deep.batch_loss(spec, {}, view_logits)
 
 
-def _images(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    x = rng.integers(0, 60, (n, 28, 28))
-    for i, c in enumerate(labels):
-        x[i, :14] += 150 * (c == 0)
-        x[i, 14:] += 150 * (c == 1)
-    return x.astype(np.uint8), labels.astype(np.int64)
-
-
 OPTS = {"epochs": 1, "batch_size": 8, "device": "cpu", "eval_batch_size": 8}
 
 
@@ -109,7 +99,7 @@ def _train(method, images, labels, mask, ck):
 
 
 def test_seeds_only_training_does_not_depend_on_the_unlabelled_images(tmp_path):
-    images, labels = _images()
+    images, labels = halves_images(24)
     mask = np.zeros(len(labels), bool)
     mask[[0, 1, 4, 5, 9]] = True
     # the unlabelled images shuffled among themselves (same channel statistics for the input scaling)
@@ -127,7 +117,7 @@ def test_seeds_only_training_does_not_depend_on_the_unlabelled_images(tmp_path):
 
 
 def test_targets_are_checked():
-    images, labels = _images()
+    images, labels = halves_images(24)
     with pytest.raises(deep.DeepRunError, match="give a Supervision"):
         deep.train_deep(images, 2, "seeds_only", 0, OPTS, progress=False)
     with pytest.raises(deep.DeepRunError, match="simplex"):
@@ -143,11 +133,7 @@ def test_targets_are_checked():
 # ----------------------------------------------------------------------------
 @pytest.fixture
 def mnist_root(tmp_path, monkeypatch):
-    files, images, labels, sizes = fake_mnist(n_train=40, n_test=10, seed=5)
-    monkeypatch.setitem(data.DATASETS, "mnist", spec_for("mnist", files, {}, sizes))
-    root = tmp_path / "data"
-    data.prepare("mnist", root, local_dir=write_files(tmp_path / "local", files), download=False)
-    return root
+    return prepared_fake_mnist(tmp_path, monkeypatch, n_train=40, n_test=10, seed=5)
 
 
 def _weak_cli(root, out, method, options, fraction="0.1", *extra):
@@ -186,12 +172,6 @@ def test_every_method_gets_the_same_labelled_images(tmp_path, mnist_root):
     assert len(shas) == 1
 
 
-def _comparable(record):
-    info = {k: v for k, v in record["info"].items() if k not in ("timing", "train_time_s", "resumed_at_epochs")}
-    return {"metrics": record["metrics"], "options": record["options"], "info": info, "data": record["data"],
-            "n_labelled": record["n_labelled"], "labelled_sha256": record["labelled_sha256"]}
-
-
 def test_stopped_weak_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsys):
     # SeLa: labels of the whole training set refreshed every other epoch, and the labelled stream
     opts = {**WEAK_OPTS, "epochs": 2, "label_every": 2}
@@ -201,7 +181,8 @@ def test_stopped_weak_run_resumes_to_the_identical_record(tmp_path, mnist_root, 
     assert not part.exists() and "stopped after epoch 1" in capsys.readouterr().out
     assert _weak_cli(mnist_root, part, "sela", opts, "0.1", "--keep-checkpoint") == 0
     a, b = json.loads(whole.read_text()), json.loads(part.read_text())
-    assert _comparable(a) == _comparable(b) and b["info"]["resumed_at_epochs"] == [1]
+    fields = ("n_labelled", "labelled_sha256")
+    assert comparable_record(a, *fields) == comparable_record(b, *fields) and b["info"]["resumed_at_epochs"] == [1]
     ka, kb = deep.load_checkpoint(whole.with_suffix(".ckpt")), deep.load_checkpoint(part.with_suffix(".ckpt"))
     for name, tensor in ka["model"].items():
         assert torch.equal(tensor, kb["model"][name]), name

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, REPO, snakemake
+from conftest import BIN, REPO, comparable_record, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -231,11 +231,6 @@ def test_rerun_does_nothing_and_deleting_a_record_reruns_only_its_job(tiny_clone
     assert "variant=kmeans, seed=1" in out
 
 
-def _deep_comparable(record):
-    info = {k: v for k, v in record["info"].items() if k not in ("timing", "train_time_s", "resumed_at_epochs")}
-    return {"metrics": record["metrics"], "options": record["options"], "info": info, "data": record["data"]}
-
-
 def test_deep_record_is_what_the_library_gives(tiny_clone):
     from cce.training.deep import run_deep
 
@@ -273,7 +268,7 @@ def test_interrupted_deep_job_resumes_from_its_checkpoint(tiny_clone):
         assert "resuming mi_adm seed 0" in log and "after epoch 1" in log
         resumed = json.loads(record.read_text())
         assert resumed["info"]["resumed_at_epochs"] == [1] and original["info"]["resumed_at_epochs"] == []
-        assert _deep_comparable(resumed) == _deep_comparable(original)
+        assert comparable_record(resumed) == comparable_record(original)
         assert not checkpoint.exists()
     finally:  # the session's run, unchanged, for the tests after this one
         away.replace(record)

@@ -1,15 +1,19 @@
-"""What made a result: library versions and the git commit of the code."""
+"""What made a result: library versions, the git commit of the code, the machine and the time."""
 
 from __future__ import annotations
 
+import datetime as _dt
+import importlib.metadata
 import platform
+import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(*extra: str) -> dict[str, str]:
+    """Versions of Python, numpy, scipy, scikit-learn, torch, torchvision, this library and the ``extra`` packages."""
     import scipy
     import sklearn
     import torch
@@ -25,6 +29,19 @@ def library_versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        **{name: importlib.metadata.version(name) for name in extra},
+    }
+
+
+def run_provenance(*extra: str) -> dict[str, object]:
+    """A run record's fields that say what made it: versions (with ``extra`` packages), git commit,
+    host, platform and the time (UTC)."""
+    return {
+        "versions": library_versions(*extra),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 

@@ -207,7 +207,7 @@ def _run_with_checkpoint(args, what: str, check, run) -> None:
     checkpoint = args.checkpoint or args.out.with_suffix(".ckpt")
     try:
         record = run(checkpoint)
-    except (DeepRunError, DeviceError, ValueError, data.DataUnavailableError, data.DataVerificationError) as err:
+    except (DeepRunError, DeviceError, data.DataUnavailableError, data.DataVerificationError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
     except TrainingStopped as stop:
         print(f"{args.dataset} {what} seed {args.seed}: {stop}; run the same command without "

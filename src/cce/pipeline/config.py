@@ -156,7 +156,7 @@ def _registry_problems(config: dict) -> list[str]:
             # the options these runs add (network, labelled_batch_size, ...) and their values
             from .experiments import run_options, variants
 
-            for variant in variants(config, experiment)[:1] if experiment == "noisy" else variants(config, experiment):
+            for variant in variants(config, experiment):
                 try:
                     run_options(config, experiment, section["datasets"][0], variant)
                 except (deep.DeepRunError, ValueError) as err:

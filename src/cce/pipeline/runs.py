@@ -7,10 +7,7 @@ device, library versions, the git commit of the code and the wall time.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ import numpy as np
 from ..data.features import load_features
 from ..io import write_json_atomic
 from ..methods import get_method
-from ..provenance import git_commit, library_versions
+from ..provenance import run_provenance
 from ..training import fit
 
 RECORD_VERSION = 1
@@ -79,11 +76,7 @@ def run_clustering(
             "n_features": int(X.shape[1]),
         },
         "config": config_name,
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **run_provenance(),
     }
 
 

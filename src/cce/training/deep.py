@@ -43,11 +43,8 @@ unlabelled batch. ``network`` picks the network (``auto``: Table 7; ``resnet18``
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import math
-import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -61,6 +58,7 @@ from .. import losses
 from ..data.augment import SelfAugmentation
 from ..device import DeviceUnavailableError, resolve_device
 from ..models import NETWORKS, architecture_for, build_network, network_name
+from ..provenance import run_provenance
 from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .deep_methods import (
     DEEP_METHODS, DEEP_TRAINING_DEFAULTS, SUPERVISED_METHODS, TARGET_LOSSES, DeepMethod, DeepRunError, Supervision,
@@ -70,7 +68,7 @@ from .deep_methods import (
 __all__ = [
     "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
     "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "TrainingStopped", "batch_loss", "fixed_subset",
-    "get_deep_method", "load_checkpoint", "run_deep", "run_provenance", "target_loss", "train_deep",
+    "get_deep_method", "load_checkpoint", "run_deep", "target_loss", "train_deep",
 ]
 
 RECORD_VERSION = 1
@@ -491,7 +489,8 @@ def run_deep(
 
     spec = get_deep_method(method)
     if spec.name in SUPERVISED_METHODS:
-        raise DeepRunError(f"method {spec.name!r} trains on labels: run it with cce.training.weak (python -m cce weak or noisy)")
+        raise DeepRunError(f"method {spec.name!r} trains on labels: run it with cce.training.weak "
+                           "(python -m cce weak or noisy)")
     opts = spec.options(options)
     resolve_device(opts["device"])  # before loading anything
     dspec = data.get_spec(dataset)
@@ -525,25 +524,5 @@ def run_deep(
         },
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "config": config_name,
-        **run_provenance(),
-    }
-
-
-def run_provenance() -> dict[str, Any]:
-    """The record fields that say what ran where: versions (kornia's too), git commit, host, platform, time."""
-    from ..provenance import git_commit, library_versions
-
-    versions = library_versions()
-    try:
-        import kornia
-
-        versions["kornia"] = kornia.__version__
-    except ImportError:  # pragma: no cover - kornia is a dependency
-        pass
-    return {
-        "versions": versions,
-        "git_commit": git_commit(),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **run_provenance("kornia"),
     }

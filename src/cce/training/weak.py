@@ -39,6 +39,7 @@ one-to-one map), beside NMI and ARI, for comparison with Tables 3 and 6.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -47,9 +48,10 @@ from typing import Any
 import numpy as np
 
 from ..device import resolve_device
+from ..provenance import run_provenance
 
 from .deep import (
-    DEEP_TRAINING_DEFAULTS, DeepRunError, Supervision, fixed_subset, get_deep_method, run_provenance,
+    DEEP_TRAINING_DEFAULTS, DeepRunError, Supervision, fixed_subset, get_deep_method,
     train_deep,
 )
 
@@ -179,15 +181,23 @@ def _train_test(dataset: str, root: Path | str, opts: dict[str, Any]):
 
 
 def _sha(indices: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).data).hexdigest()
 
 
-def _record(experiment, dataset, method, seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info, wall,
-            root, checkpoint, config_name, **fields) -> dict[str, Any]:
+def _train_and_record(experiment, dataset, root, method, seed, opts, own_defaults, split, sup, checkpoint,
+                      stop_after_epoch, progress, config_name, **fields) -> dict[str, Any]:
+    """Train ``method`` on the train part of ``split`` (from :func:`_train_test`) towards ``sup``, evaluate
+    on its test part, and return the record with ``fields`` (fraction or eta, loss, ...) added."""
     from ..metrics import clustering_scores
 
+    dspec, x_tr, _, x_te, y_te, sizes = split
+    deep_opts = {k: v for k, v in opts.items() if k not in own_defaults or k in DEEP_TRAINING_DEFAULTS}
+    start = time.perf_counter()
+    pred, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
+                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
+                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
+                            eval_labels=y_te)
+    wall = time.perf_counter() - start
     scores = clustering_scores(y_te, pred)
     metrics = {"accuracy": float(np.mean(pred == y_te)), "hungarian_accuracy": scores["accuracy"],
                **{k: scores[k] for k in ("nmi", "ari", "n_clusters_nonempty")}}
@@ -209,7 +219,7 @@ def _record(experiment, dataset, method, seed, opts, dspec, x_tr, x_te, sizes, p
                  "image_shape": list(x_tr.shape[1:]), "sha256": info["data_sha256"]},
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "config": config_name,
-        **run_provenance(),
+        **run_provenance("kornia"),
     }
 
 
@@ -239,22 +249,16 @@ def run_weak(
     if not 0.0 < float(fraction) <= 1.0:
         raise DeepRunError(f"fraction must be in (0, 1], got {fraction}")
     resolve_device(opts["device"])  # before loading anything
-    dspec, x_tr, y_tr, x_te, y_te, sizes = _train_test(dataset, root, opts)
+    split = _train_test(dataset, root, opts)
+    dspec, y_tr = split[0], split[2]
     lab = labelled_subset(y_tr, float(fraction), seed)
     mask = np.zeros(y_tr.shape[0], dtype=bool)
     mask[lab] = True
     sup = Supervision(one_hot(y_tr, dspec.n_classes), mask, "shannon", float(opts["self_weight"]),
                       opts["labelled_batch_size"])
-    deep_opts = {k: v for k, v in opts.items() if k not in WEAK_DEFAULTS or k in DEEP_TRAINING_DEFAULTS}
-    start = time.perf_counter()
-    pred, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
-                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
-                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
-                            eval_labels=y_te)
-    wall = time.perf_counter() - start
-    return _record(experiment, dataset, method, seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info, wall,
-                   root, checkpoint, config_name, fraction=float(fraction), loss="shannon",
-                   n_labelled=int(lab.size), labelled_sha256=_sha(lab))
+    return _train_and_record(experiment, dataset, root, method, seed, opts, WEAK_DEFAULTS, split, sup, checkpoint,
+                             stop_after_epoch, progress, config_name, fraction=float(fraction), loss="shannon",
+                             n_labelled=int(lab.size), labelled_sha256=_sha(lab))
 
 
 def run_noisy(
@@ -281,18 +285,13 @@ def run_noisy(
     if not 0.0 <= float(eta) <= 1.0:
         raise DeepRunError(f"eta must be in [0, 1], got {eta}")
     opts = noisy_options(options)
-    resolve_device(opts["device"])
-    dspec, x_tr, y_tr, x_te, y_te, sizes = _train_test(dataset, root, opts)
+    resolve_device(opts["device"])  # before loading anything
+    split = _train_test(dataset, root, opts)
+    dspec, y_tr = split[0], split[2]
     observed, corrupted = corrupt_labels(y_tr, float(eta), dspec.n_classes, seed)
     sup = Supervision(soft_targets(observed, float(eta), dspec.n_classes), None, loss, 0.0)
-    deep_opts = {k: v for k, v in opts.items() if k not in NOISY_DEFAULTS or k in DEEP_TRAINING_DEFAULTS}
-    start = time.perf_counter()
-    pred, info = train_deep(x_tr, dspec.n_classes, "supervised", seed, deep_opts, dataset=dataset,
-                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
-                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
-                            eval_labels=y_te)
-    wall = time.perf_counter() - start
-    return _record(experiment, dataset, "supervised", seed, opts, dspec, x_tr, x_te, sizes, pred, y_te, info,
-                   wall, root, checkpoint, config_name, eta=float(eta), loss=loss,
-                   n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
-                   corrupted_sha256=_sha(np.flatnonzero(corrupted)), observed_labels_sha256=_sha(observed))
+    return _train_and_record(experiment, dataset, root, "supervised", seed, opts, NOISY_DEFAULTS, split, sup,
+                             checkpoint, stop_after_epoch, progress, config_name, eta=float(eta), loss=loss,
+                             n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
+                             corrupted_sha256=_sha(np.flatnonzero(corrupted)),
+                             observed_labels_sha256=_sha(observed))
