@@ -42,7 +42,9 @@ demo: $(STAMP)
 	@echo "Done. Open results/report.html: every table and figure with its caption;"
 	@echo "      results/*.csv, results/figures/, results/notebooks/*.html"
 
+# The tiny workflow in the tests trains networks on Fashion-MNIST: the same install step as the demo.
 test: $(STAMP)
+	@sh $(ROOT)/workflow/scripts/install-fashion-mnist.sh
 	cd $(ROOT) && $(BIN)/python -m pytest
 
 lint: $(STAMP)
