@@ -8,7 +8,8 @@ import torch
 
 from cce.losses import check_prior, self_labeling_objective
 from cce.pseudolabels import dual_bound, em, interior_point, pgd
-from cce.pseudolabels._interior_point import _newton_direction, _parts
+from cce.pseudolabels._barrier_cpu import _direction, _value, _work
+from cce.pseudolabels._interior_point import _barrier, _barrier_compiled, _newton_direction, _parts
 
 F64 = torch.float64
 
@@ -55,6 +56,80 @@ def test_newton_step_equals_the_dense_kkt_solve():
         assert dec2 == pytest.approx(float(-(grad * dense).sum()), rel=1e-9)
 
 
+def appendix_c_sigma():
+    """Example 3's one-hot rows and rows with zero entries among softmax rows (M = 60, K = 4)."""
+    sigma = softmax_sigma(60, 4, 8)
+    sigma[:10] = torch.nn.functional.one_hot(torch.arange(10) % 4, 4).to(F64)
+    sigma[10:20, 1] = 0.0
+    return sigma / sigma.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_compiled_newton_step_equals_the_torch_step(reverse):
+    """The CPU kernel (numba, arrays stored (K, M)) against the torch step that the dense KKT test checks."""
+    M, K, lam, t = 40, 5, 3.0, 1e3
+    sigma = softmax_sigma(M, K, 11)
+    y = softmax_sigma(M, K, 12, scale=1.0)
+    prior = torch.tensor([0.1, 0.15, 0.2, 0.25, 0.3], dtype=F64)
+    g, log_y, s, ybar = _parts(y, sigma, lam, prior, reverse)
+    d, dec2 = _newton_direction(y, sigma, s, ybar, t, lam, prior, reverse)
+    Y, S = y.T.contiguous().numpy(), sigma.T.contiguous().numpy()
+    s_c, ybar_c, work = np.empty(M), np.empty(K), np.empty(M)
+    g_c, log_y_c = _value(Y, S, lam, prior.numpy(), reverse, s_c, ybar_c, work)
+    assert g_c == pytest.approx(g, rel=1e-13) and log_y_c == pytest.approx(log_y, rel=1e-13)
+    np.testing.assert_allclose(s_c, s.numpy(), rtol=1e-14)
+    D = np.empty((K, M))
+    dec2_c = _direction(Y, S, s_c, ybar_c, t, lam, prior.numpy(), reverse, D, _work(K, M))
+    np.testing.assert_allclose(D.T, d.numpy(), rtol=1e-9, atol=1e-13)
+    assert dec2_c == pytest.approx(dec2, rel=1e-10)
+
+
+def test_compiled_sum_of_logs_survives_entries_whose_product_underflows():
+    """sum ln y is taken as logs of products of a few entries: entries of 1e-100 (a product of 0)
+    and of 3e-81 (a subnormal product, digits lost) must fall back to one log per entry."""
+    K, M = 9, 3
+    Y = np.full((K, M), 1e-100)
+    Y[:, 1] = 3e-81
+    Y[0] = 1.0 - (K - 1) * Y[1]
+    Y[:, 2] = 1.0 / K
+    S = np.full((K, M), 1.0 / K)
+    _, log_y = _value(Y, S, 1.0, np.full(K, 1.0 / K), True, np.empty(M), np.empty(K), np.empty(M))
+    assert log_y == pytest.approx(float(np.log(Y).sum()), rel=1e-14)
+
+
+@pytest.mark.parametrize("case", ["lam100", "kl", "prior", "appendix_c", "huge_lam", "K2"])
+def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(case):
+    """The CUDA path (torch) and the CPU path (compiled) are one algorithm: on the same input they
+    take the same Newton steps to the same y, up to rounding."""
+    lam, reverse, prior = 100.0, True, None
+    sigma = softmax_sigma(250, 10, 21)
+    if case == "kl":
+        reverse = False
+    elif case == "prior":
+        lam, prior = 3.0, torch.linspace(1.0, 2.0, 10, dtype=F64)
+    elif case == "appendix_c":
+        sigma, lam = appendix_c_sigma(), 1.0
+    elif case == "huge_lam":
+        sigma, lam = appendix_c_sigma(), 1e4
+    elif case == "K2":
+        sigma = softmax_sigma(250, 2, 22)
+    K = sigma.shape[1]
+    prior = torch.full((K,), 1.0 / K, dtype=F64) if prior is None else prior / prior.sum()
+    args = (sigma, prior, lam, reverse, sigma, 1e-11, 200, 30.0, 50.0, 100.0)
+    y_t, info_t = _barrier(*args)
+    y_c, info_c = _barrier_compiled(*args)
+    assert info_c["converged"] and info_t["converged"]
+    if case == "huge_lam":
+        # lam * t reaches 1e17 here: rounding decides when one centering stops (39 or 40 steps)
+        assert abs(info_c["iterations"] - info_t["iterations"]) <= 2
+        assert info_c["objective"][-1] == pytest.approx(info_t["objective"][-1], rel=1e-10)
+        np.testing.assert_allclose(y_c.numpy().mean(0), y_t.numpy().mean(0), atol=1e-9)
+        return
+    assert info_c["iterations"] == info_t["iterations"] and info_c["t"] == info_t["t"]
+    np.testing.assert_allclose(info_c["objective"], info_t["objective"], rtol=1e-10)
+    np.testing.assert_allclose(y_c.numpy(), y_t.numpy(), rtol=1e-6, atol=1e-12)
+
+
 @pytest.mark.parametrize(("M", "K", "lam"), [(8, 3, 0.3), (8, 3, 20.0), (250, 10, 0.4), (250, 2, 100.0),
                                              (250, 20, 1.0)])
 def test_same_optimum_as_em_with_a_certified_gap(M, K, lam):
@@ -98,10 +173,7 @@ def test_l_cce_against_pgd_run_to_convergence(lam):
 # Appendix C and the paper's examples: one-hot sigma, zeros in sigma, lam = 0, a huge lam, priors
 def test_appendix_c_inputs():
     g = torch.Generator().manual_seed(0)
-    sigma = softmax_sigma(60, 4, 8)
-    sigma[:10] = torch.nn.functional.one_hot(torch.arange(10) % 4, 4).to(F64)  # Example 3: one-hot rows
-    sigma[10:20, 1] = 0.0                                                       # zero entries
-    sigma = sigma / sigma.sum(1, keepdim=True)
+    sigma = appendix_c_sigma()
     for lam in (0.0, 1.0):  # Example 2 (lam = 0: argmax)
         y, info = interior_point(sigma, lam, tol=1e-11, certify=True)
         f = info["objective"][-1]

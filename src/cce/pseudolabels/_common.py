@@ -24,7 +24,10 @@ def _check_sigma(sigma: Tensor, lam: float | None = None) -> Tensor:
         raise ValueError(f"sigma must be (M, K), got shape {tuple(sigma.shape)}")
     if not sigma.is_floating_point():
         sigma = sigma.to(torch.get_default_dtype())
-    if bool((sigma < 0).any()) or not bool(torch.isfinite(sigma).all()):
+    # one device sync on the common path: min >= 0 is false for NaN too, and a finite total of
+    # non-negative entries has no infinite entry; only a non-finite total needs the exact test
+    low, total = torch.stack([sigma.amin(), sigma.sum()]).tolist() if sigma.numel() else (0.0, 0.0)
+    if not low >= 0 or (not math.isfinite(total) and not bool(torch.isfinite(sigma).all())):
         raise ValueError("sigma must be finite and non-negative")
     if lam is not None and not (lam >= 0 and math.isfinite(lam)):
         raise ValueError(f"lam must be finite and >= 0, got {lam}")
