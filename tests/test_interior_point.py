@@ -130,6 +130,19 @@ def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(case):
     np.testing.assert_allclose(y_c.numpy(), y_t.numpy(), rtol=1e-6, atol=1e-12)
 
 
+def test_compiled_path_stays_finite_at_the_largest_barrier_weights():
+    """At t = 1e16 rounding can leave den_i = y_i . P_i^-1 y_i slightly negative; a square root of
+    1 / den (once used to form G as one Gram matrix) turned that into NaN and a failed solve."""
+    sigma = softmax_sigma(250, 10, 0)
+    y, info = interior_point(sigma, 100.0, tol=1e-13, max_iter=500, mu=100.0, center_tol=10.0, t0=1.0,
+                             certify=True)
+    assert info["converged"] and info["t"] == 1e16 and bool(torch.isfinite(y).all())
+    assert info["dual_gap"] <= 1e-9 * info["objective"][-1]  # the bound read off y: about 1e-10 here
+    prior = torch.full((10,), 0.1, dtype=F64)
+    _, ref = _barrier(sigma, prior, 100.0, True, sigma, 1e-13, 500, 100.0, 10.0, 1.0)
+    assert info["objective"][-1] == pytest.approx(ref["objective"][-1], rel=1e-11)
+
+
 @pytest.mark.parametrize(("M", "K", "lam"), [(8, 3, 0.3), (8, 3, 20.0), (250, 10, 0.4), (250, 2, 100.0),
                                              (250, 20, 1.0)])
 def test_same_optimum_as_em_with_a_certified_gap(M, K, lam):

@@ -64,7 +64,7 @@ def _direction(Y, S, s, ybar, t, lam, prior, reverse, D, w):
     """The Newton step, written to D (K, M), and the squared decrement; the derivation and the
     variable names are those of ``_interior_point._newton_direction``. w: work arrays."""
     K, M = Y.shape
-    rho, e, v, W, inv_s, mean, vv, vy, vr, b, dn, er = w
+    rho, e, v, W, Wb, inv_s, mean, vv, vy, vr, b, dn, er = w
     gf = np.empty(K)
     root = np.empty(K)
     for k in range(K):
@@ -112,19 +112,21 @@ def _direction(Y, S, s, ybar, t, lam, prior, reverse, D, w):
         dn[i] = 1.0 / dn[i]  # from here on, dn holds 1 / den
         vr[i] *= b[i]  # b * (v . rho)
         er[i] *= dn[i]  # (e . rho) / den
-        b[i] = math.sqrt(b[i])
-        mean[i] = math.sqrt(dn[i])
     for k in range(K):
         acc = 0.0
         sq = 0.0
         for i in range(M):
             acc += Y[k, i] * (rho[k, i] - vr[i] * v[k, i] - er[i] * e[k, i])
             sq += Y[k, i] * Y[k, i]
-            W[k, i] = b[i] * Y[k, i] * v[k, i]
-            W[k, M + i] = mean[i] * Y[k, i] * e[k, i]
+            W[k, i] = Y[k, i] * v[k, i]
+            W[k, M + i] = Y[k, i] * e[k, i]
+            Wb[k, i] = b[i] * W[k, i]
+            Wb[k, M + i] = dn[i] * W[k, M + i]
         a[k] = acc
         diag[k] = sq
-    WW = W @ W.T  # W = [W1 W2] (K, 2M): W1 W1^T + W2 W2^T in one BLAS call
+    # sum_i b_i (y v)_i (y v)_i^T + (y e)_i (y e)_i^T / den_i in one BLAS call, without square
+    # roots of b or 1 / den: at large t, rounding can leave den slightly negative
+    WW = W @ Wb.T
     # z = root * (I + root G root)^-1 (root * a), G = diag - WW, by LU with pivoting (LAPACK), as
     # torch.linalg.solve does: late in the barrier, rounding leaves root G root slightly indefinite
     # where lam and t are large, and a Cholesky factorization would break down there
@@ -143,7 +145,7 @@ def _direction(Y, S, s, ybar, t, lam, prior, reverse, D, w):
             vy[i] += v[k, i] * x
             vr[i] += e[k, i] * x
     for i in range(M):
-        vy[i] *= b[i] * b[i]
+        vy[i] *= b[i]
         vr[i] *= dn[i]
     mean[:] = 0.0
     for k in range(K):
@@ -157,8 +159,8 @@ def _direction(Y, S, s, ybar, t, lam, prior, reverse, D, w):
 @njit(cache=True)
 def _work(K, M):
     """Work arrays of :func:`_direction`, allocated once per solve."""
-    return (np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, 2 * M)), np.empty(M), np.empty(M),
-            np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M))
+    return (np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, 2 * M)), np.empty((K, 2 * M)),
+            np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M))
 
 
 @njit(cache=True)
