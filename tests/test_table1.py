@@ -173,3 +173,21 @@ def test_speedup_summary_on_runs_with_known_answers():
     # PGD vs SQUAREM: 0.01 / 0.12; at 1.25 SQUAREM is there at iteration 2 (1.19; 0.08 s)
     assert s["ratio_pgd_over_sq"] == pytest.approx(0.01 / 0.12)
     assert s["ratio_at_equal_objective_sq"] == pytest.approx(0.008 / 0.08)
+
+
+def test_time_solver_warms_up_untimed(monkeypatch):
+    """The first call in a process compiles (or loads) the interior point's code: seconds that are
+    not the solver's. time_solver runs one untimed iteration first, then the timed repeats."""
+    from cce.pipeline import table1 as t1
+
+    calls = []
+    real = t1._solve
+
+    def spy(method, sigma, lam, step, tol, max_iter, prior=None):
+        calls.append(max_iter)
+        return real(method, sigma, lam, step, tol, max_iter, prior)
+
+    monkeypatch.setattr(t1, "_solve", spy)
+    sigma = torch.softmax(torch.randn(50, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    out = t1.time_solver("Interior point", sigma, 1.0, tol=1e-8, max_iter=100, repeats=2)
+    assert calls == [1, 100, 100] and out["repeats"] == 2 and out["iterations"] > 1
