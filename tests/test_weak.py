@@ -196,3 +196,12 @@ def test_bad_weak_input_is_a_user_error(tmp_path, mnist_root, capsys):
     err = capsys.readouterr().err
     assert "unknown weakly-supervised method" in err and "no option" in err and "fraction" in err
     assert "unknown network" in err and "Traceback" not in err
+
+
+def test_unknown_network_is_refused_with_the_options():
+    """A run's options are checked before it loads data: an unknown network is refused there."""
+    with pytest.raises(deep.DeepRunError, match="unknown network 'vgg'"):
+        weak.weak_options("mi_d", {"network": "vgg"})
+    with pytest.raises(deep.DeepRunError, match="unknown network 'vgg'"):
+        weak.noisy_options({"network": "vgg"})
+    assert weak.noisy_options({"network": "grey28"})["network"] == "grey28"

@@ -279,8 +279,9 @@ register(Method(
     "stops with a gap of 1e-4 to 6e-4 on digits batches after 110 to 170 SQUAREM iterations. The "
     "default, solver='interior_point', solves the same problem by the barrier Newton method of "
     "cce.pseudolabels to a certified relative gap of tol (30 to 45 Newton steps, compiled for the "
-    "CPU: about 1 ms per digits batch against some 200 ms for EM). tol and max_iter apply to the solver chosen (EM: relative "
-    "change of the objective and EM iterations; interior point: relative gap and Newton steps).",
+    "CPU: about 1 ms per digits batch against some 200 ms for EM). tol and max_iter apply to the "
+    "solver chosen (EM: relative change of the objective and EM iterations; interior point: "
+    "relative gap and Newton steps).",
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",
               "tol": 1e-6, "max_iter": 200, "acceleration": "squarem"},
     choices={"solver": ("interior_point", "em"), "acceleration": ("squarem", None, "none")},

@@ -33,6 +33,35 @@ def library_versions(*extra: str) -> dict[str, str]:
     }
 
 
+# The layout of a run record (clustering, deep, weak and noisy runs alike); raise on a change
+# that old records do not follow.
+RECORD_VERSION = 1
+
+
+def run_record(*, experiment: str, dataset: str | None, method: str, seed: int, metrics: dict, n_clusters: int,
+               options: dict, info: dict, wall_time_s: float, config: str | None, packages: tuple[str, ...] = (),
+               **fields) -> dict[str, object]:
+    """A run record: what ran (experiment, dataset, method, seed, options), what it scored, its
+    ``info`` (curves, timings) and ``fields`` (the data it read, ...), the config it came from, and
+    :func:`run_provenance` with the versions of ``packages`` beside the usual ones."""
+    return {
+        "record_version": RECORD_VERSION,
+        "experiment": experiment,
+        "dataset": dataset,
+        "method": method,
+        "seed": int(seed),
+        "metrics": metrics,
+        "n_clusters": int(n_clusters),
+        "options": options,
+        "info": info,
+        "wall_time_s": wall_time_s,
+        "device": info.get("device", "cpu"),
+        **fields,
+        "config": config,
+        **run_provenance(*packages),
+    }
+
+
 def run_provenance(*extra: str) -> dict[str, object]:
     """A run record's fields that say what made it: versions (with ``extra`` packages), git commit,
     host, platform and the time (UTC)."""

@@ -277,14 +277,12 @@ def get_spec(name: str) -> DatasetSpec:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {known}") from None
 
 
-
 def dataset_dir(root: Path | str, name: str) -> Path:
     return Path(root) / name
 
 
 def is_prepared(root: Path | str, name: str) -> bool:
     return (dataset_dir(root, name) / MANIFEST).is_file()
-
 
 
 def _check_local_dir(local_dir: Path | str | None, name: str) -> Path | None:

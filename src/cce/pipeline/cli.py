@@ -248,13 +248,10 @@ def cmd_weak(args) -> None:
 
 
 def cmd_noisy(args) -> None:
-    from ..training.weak import NOISY_LOSSES, noisy_options, run_noisy
+    from ..training.weak import check_noisy, noisy_options, run_noisy
 
     def check():
-        if args.loss not in NOISY_LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(NOISY_LOSSES)}, got {args.loss!r}")
-        if not 0.0 <= args.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {args.eta}")
+        check_noisy(args.loss, args.eta)
         noisy_options(args.options)
 
     _run_with_checkpoint(args, f"{args.loss} eta {args.eta:g}", check,

@@ -100,7 +100,7 @@ def _registry_problems(config: dict) -> list[str]:
         # deep runs train a Table 7 network (cce.training.deep), weak runs too with a fraction of the
         # labels (cce.training.weak); the others a linear head (cce.methods)
         registry = {"deep": deep.DEEP_METHODS, "noisy": {},
-                    "weak": {m: deep.DEEP_METHODS.get(m) or deep.SUPERVISED_METHODS[m] for m in weak.WEAK_METHODS},
+                    "weak": {m: deep.get_deep_method(m) for m in weak.WEAK_METHODS},
                     }.get(experiment, methods.METHODS)
         for i, name in enumerate(section.get("datasets", [])):
             known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
@@ -115,8 +115,6 @@ def _registry_problems(config: dict) -> list[str]:
                     models.architecture_for(spec.image_shape)
                 except ValueError as err:
                     problems.append(f"'{experiment}.datasets[{i}]': dataset {name!r}: {err}")
-        for i, name in enumerate(section.get("losses", [])):
-            known("loss", f"{experiment}.losses[{i}]", name, weak.NOISY_LOSSES)
         if "extractor" in section:
             known("extractor", f"{experiment}.extractor", section["extractor"], features.EXTRACTORS)
         for i, name in enumerate(section.get("methods", [])):

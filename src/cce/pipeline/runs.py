@@ -17,10 +17,8 @@ import numpy as np
 from ..data.features import load_features
 from ..io import write_json_atomic
 from ..methods import get_method
-from ..provenance import run_provenance
+from ..provenance import run_record
 from ..training import fit
-
-RECORD_VERSION = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -56,28 +54,18 @@ def run_clustering(
     labels, info = fit(spec, X, n_clusters, seed, opts, y_true=y)
     wall = time.perf_counter() - start
 
-    return {
-        "record_version": RECORD_VERSION,
-        "experiment": experiment,
-        "dataset": meta.get("dataset"),
-        "method": method,
-        "seed": int(seed),
-        "metrics": clustering_scores(y, labels),
-        "n_clusters": n_clusters,
-        "options": opts,
-        "info": info,
-        "wall_time_s": wall,
-        "device": info.get("device", "cpu"),
-        "features": {
+    return run_record(
+        experiment=experiment, dataset=meta.get("dataset"), method=method, seed=seed,
+        metrics=clustering_scores(y, labels), n_clusters=n_clusters, options=opts, info=info, wall_time_s=wall,
+        config=config_name,
+        features={
             "path": str(features_path),
             "extractor": meta.get("extractor"),
             "X_sha256": meta.get("X_sha256"),
             "n_examples": int(X.shape[0]),
             "n_features": int(X.shape[1]),
         },
-        "config": config_name,
-        **run_provenance(),
-    }
+    )
 
 
 def write_record(path: Path | str, record: dict[str, Any]) -> None:

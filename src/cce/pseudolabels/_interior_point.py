@@ -141,9 +141,7 @@ def interior_point(
         raise ValueError(f"y0 shape {tuple(y0.shape)} != sigma shape {tuple(sigma.shape)}")
     # KL(ybar || u) is finite only with ybar_k = 0 where u_k = 0: those classes stay empty and the
     # problem is solved on the others. float64 throughout: the late barrier steps need its precision.
-    keep = prior > 0 if fairness == "kl" else None
-    if keep is not None and bool(keep.all()):
-        keep = None  # no copies of the columns on the common path
+    keep = None if fairness == "reverse_kl" or bool((prior > 0).all()) else prior > 0  # None: all columns
     sigma64, prior64, y064 = sigma.double(), prior.double(), y0.to(device=sigma.device, dtype=torch.float64)
     if keep is not None:
         sigma64, prior64, y064 = sigma64[:, keep], prior64[keep], y064[:, keep]

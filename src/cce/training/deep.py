@@ -58,7 +58,7 @@ from .. import losses
 from ..data.augment import SelfAugmentation
 from ..device import DeviceUnavailableError, resolve_device
 from ..models import NETWORKS, architecture_for, build_network, network_name
-from ..provenance import run_provenance
+from ..provenance import run_record
 from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .deep_methods import (
     DEEP_METHODS, DEEP_TRAINING_DEFAULTS, SUPERVISED_METHODS, TARGET_LOSSES, DeepMethod, DeepRunError, Supervision,
@@ -71,7 +71,6 @@ __all__ = [
     "get_deep_method", "load_checkpoint", "run_deep", "target_loss", "train_deep",
 ]
 
-RECORD_VERSION = 1
 CHECKPOINT_FORMAT = 1
 # The images of a `max_images` subset are drawn with this seed, whatever the run's seed,
 # so that every method and seed of a reduced experiment sees the same images.
@@ -321,6 +320,8 @@ def train_deep(
                       file=sys.stderr, flush=True)
 
     probs: Tensor | None = None  # predictions of the current model on all images, when known
+    eval_probs: Tensor | None = None  # on the evaluation images, after the last epoch that ran
+    n_steps = sum(1 for i in range(0, N, batch_size) if min(batch_size, N - i) >= 2)  # steps per epoch
     amp = _amp(device, opts["precision"])
     label_every = int(opts.get("label_every", 1))
     model.train()
@@ -338,7 +339,6 @@ def train_deep(
         order = torch.randperm(N, generator=generators["order"]).to(device)
         if sup is not None and labelled is not None:
             # the epoch's labelled batches: fresh permutations of the labelled set, back to back
-            n_steps = sum(1 for i in range(0, N, batch_size) if min(batch_size, N - i) >= 2)
             n_perm = -(-n_steps * L // labelled.numel())
             lab_order = torch.cat([torch.randperm(labelled.numel(), generator=generators["labelled"])
                                    for _ in range(n_perm)]).to(device)
@@ -361,19 +361,20 @@ def train_deep(
             all_logits = logits.float().view(V, sum(sizes), n_clusters)
             view_logits = all_logits[:, : sizes[0]] if own_term or labelled is None else None
             target_logits = None if sup is None else all_logits[:, -sizes[-1]:]
-            y = None
+            y = mixture = None
             if own_term and spec.base is not None:
                 if spec.label_scope == "batch":
                     t0 = time.perf_counter()
-                    y, label_info = spec.base.label_step(losses.view_mixture_logits(view_logits.detach()).exp(),
-                                                         state)
+                    mixture = losses.view_mixture_logits(view_logits)  # the labels' and the loss's sigma
+                    y, label_info = spec.base.label_step(mixture.detach().exp(), state)
                     _sync(device)
                     t_label += time.perf_counter() - t0
                     label_iters.append(label_info.get("iterations", 0))
                 else:
                     y = y_all[idx]
             loss = batch_loss(spec, state, view_logits, y, target_logits, None if sup is None else T[lab],
-                              "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight)
+                              "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight,
+                              mixture=mixture)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -423,9 +424,9 @@ def train_deep(
         if stop_after_epoch is not None and epoch + 1 == stop_after_epoch and epoch + 1 < opts["epochs"]:
             raise TrainingStopped(epoch + 1, Path(checkpoint) if checkpoint is not None else None)
 
-    if probs is None:  # resumed from a finished checkpoint, or predictions of the evaluation set
-        probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
-    pred = probs.argmax(-1).cpu().numpy()
+    if eval_probs is None:  # resumed from a finished checkpoint: no epoch ran here
+        eval_probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
+    pred = eval_probs.argmax(-1).cpu().numpy()
     info = {
         "device": str(device),
         "precision": opts["precision"],
@@ -503,26 +504,16 @@ def run_deep(
                             pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
                             progress=progress)
     wall = time.perf_counter() - start
-    return {
-        "record_version": RECORD_VERSION,
-        "experiment": experiment,
-        "dataset": dataset,
-        "method": method,
-        "seed": int(seed),
-        "metrics": clustering_scores(labels, pred),
-        "n_clusters": int(dspec.n_classes),
-        "options": opts,
-        "info": info,
-        "wall_time_s": wall,
-        "device": info["device"],
-        "data": {
+    return run_record(
+        experiment=experiment, dataset=dataset, method=method, seed=seed, metrics=clustering_scores(labels, pred),
+        n_clusters=dspec.n_classes, options=opts, info=info, wall_time_s=wall, config=config_name,
+        packages=("kornia",),
+        data={
             "root": str(root),
             "n_examples": int(images.shape[0]),
             "n_available": n_total,
             "image_shape": list(images.shape[1:]),
             "sha256": info["data_sha256"],
         },
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "config": config_name,
-        **run_provenance("kornia"),
-    }
+        checkpoint=str(checkpoint) if checkpoint is not None else None,
+    )

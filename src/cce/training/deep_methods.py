@@ -50,7 +50,6 @@ DEEP_TRAINING_DEFAULTS: dict[str, Any] = {
 }
 # Options of the linear-head training of cce.methods that the deep loop replaces.
 _HEAD_ONLY = ("lr", "momentum", "weight_decay", "preprocess")
-_NO_FLIP = ("mnist", "digits")
 
 
 class DeepRunError(Exception):
@@ -175,11 +174,12 @@ def target_loss(view_logits: Tensor, targets: Tensor, loss: str = "shannon") -> 
 
 def batch_loss(spec: DeepMethod, state: dict[str, Any], view_logits: Tensor | None, y: Tensor | None = None,
                target_logits: Tensor | None = None, targets: Tensor | None = None, loss: str = "shannon",
-               self_weight: float = 1.0) -> Tensor:
+               self_weight: float = 1.0, mixture: Tensor | None = None) -> Tensor:
     """One step's loss: target_loss(target_logits (V, L, K), targets (L, K)) + self_weight * self-labeling loss.
 
     The self-labeling loss is the method's on the batch of all images, view_logits (V, B, K), with
     its pseudo-labels ``y`` (B, K) where it has them; targets-only methods and ``self_weight = 0`` skip it.
+    ``mixture``: :func:`cce.losses.view_mixture_logits` of view_logits, when the caller has it already.
     """
     total = target_loss(target_logits, targets, loss) if targets is not None else None
     if spec.name in SUPERVISED_METHODS or not self_weight:
@@ -189,7 +189,9 @@ def batch_loss(spec: DeepMethod, state: dict[str, Any], view_logits: Tensor | No
     if spec.base is None:
         own = spec.view_loss(view_logits, state)
     else:
-        own = spec.base.network_loss(losses.view_mixture_logits(view_logits), y, state)
+        if mixture is None:
+            mixture = losses.view_mixture_logits(view_logits)
+        own = spec.base.network_loss(mixture, y, state)
     return own if total is None else total + self_weight * own
 
 

@@ -48,21 +48,20 @@ from typing import Any
 import numpy as np
 
 from ..device import resolve_device
-from ..provenance import run_provenance
+from ..models import NETWORKS
+from ..provenance import run_record
 
 from .deep import (
-    DEEP_TRAINING_DEFAULTS, DeepRunError, Supervision, fixed_subset, get_deep_method,
+    DEEP_TRAINING_DEFAULTS, TARGET_LOSSES, DeepRunError, Supervision, fixed_subset, get_deep_method,
     train_deep,
 )
 
 __all__ = [
-    "NOISY_DEFAULTS", "WEAK_DEFAULTS", "WEAK_METHODS", "corrupt_labels", "labelled_subset", "noisy_options",
+    "NOISY_DEFAULTS", "WEAK_DEFAULTS", "WEAK_METHODS", "check_noisy", "corrupt_labels", "labelled_subset", "noisy_options",
     "one_hot", "run_noisy", "run_weak", "soft_targets", "weak_options",
 ]
 
-RECORD_VERSION = 1
 WEAK_METHODS = ("seeds_only", "mi_d", "iic", "sela", "mi_adm", "cce_plus")  # Table 4's rows
-NOISY_LOSSES = ("shannon", "collision")  # H, eq. (8); H2, eq. (9)
 # Options beside those of the deep method (cce.training.deep.DEEP_TRAINING_DEFAULTS and the method's own).
 WEAK_DEFAULTS: dict[str, Any] = {
     "network": "auto",  # auto (Table 7, as Table 4) | resnet18 | grey28 | rgb32 | rgb96
@@ -149,6 +148,8 @@ def _split(method: str, options: dict[str, Any] | None, extra: dict[str, Any]) -
     options = dict(options or {})
     own_keys = [k for k in extra if k not in DEEP_TRAINING_DEFAULTS]
     own = {k: options.pop(k, extra[k]) for k in own_keys}
+    if own.get("network", "auto") not in NETWORKS:  # refused here, before a run loads its data
+        raise DeepRunError(f"unknown network {own['network']!r}; known: {', '.join(NETWORKS)}")
     deep_defaults = {k: v for k, v in extra.items() if k in DEEP_TRAINING_DEFAULTS}
     return get_deep_method(method).options({**deep_defaults, **options}), own
 
@@ -165,6 +166,14 @@ def noisy_options(options: dict[str, Any] | None = None) -> dict[str, Any]:
     """All options of a noisy-label run: the ``supervised`` method's and :data:`NOISY_DEFAULTS`."""
     deep_opts, own = _split("supervised", options, NOISY_DEFAULTS)
     return {**deep_opts, **own}
+
+
+def check_noisy(loss: str, eta: float) -> None:
+    """Refuse a noisy-label run's loss (H ``shannon`` or H2 ``collision``) or eta outside [0, 1]."""
+    if loss not in TARGET_LOSSES:
+        raise DeepRunError(f"loss must be one of {TARGET_LOSSES}, got {loss!r}")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise DeepRunError(f"eta must be in [0, 1], got {eta}")
 
 
 def _train_test(dataset: str, root: Path | str, opts: dict[str, Any]):
@@ -188,39 +197,26 @@ def _train_and_record(experiment, dataset, root, method, seed, opts, own_default
                       stop_after_epoch, progress, config_name, **fields) -> dict[str, Any]:
     """Train ``method`` on the train part of ``split`` (from :func:`_train_test`) towards ``sup``, evaluate
     on its test part, and return the record with ``fields`` (fraction or eta, loss, ...) added."""
-    from ..metrics import clustering_scores
-
     dspec, x_tr, _, x_te, y_te, sizes = split
     deep_opts = {k: v for k, v in opts.items() if k not in own_defaults or k in DEEP_TRAINING_DEFAULTS}
     start = time.perf_counter()
-    pred, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
-                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
-                            progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
-                            eval_labels=y_te)
+    _, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
+                         pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
+                         progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
+                         eval_labels=y_te)
     wall = time.perf_counter() - start
-    scores = clustering_scores(y_te, pred)
-    metrics = {"accuracy": float(np.mean(pred == y_te)), "hungarian_accuracy": scores["accuracy"],
-               **{k: scores[k] for k in ("nmi", "ari", "n_clusters_nonempty")}}
-    return {
-        "record_version": RECORD_VERSION,
-        "experiment": experiment,
-        "dataset": dataset,
-        "method": method,
-        "seed": int(seed),
-        **fields,
-        "metrics": metrics,
-        "main_metric": "accuracy",  # plain accuracy on the test split; hungarian_accuracy beside it
-        "n_clusters": int(dspec.n_classes),
-        "options": opts,
-        "info": info,
-        "wall_time_s": wall,
-        "device": info["device"],
-        "data": {"root": str(root), "n_train": int(x_tr.shape[0]), "n_test": int(x_te.shape[0]), **sizes,
-                 "image_shape": list(x_tr.shape[1:]), "sha256": info["data_sha256"]},
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "config": config_name,
-        **run_provenance("kornia"),
-    }
+    # the last epoch's test scores, which train_deep computed from the same predictions
+    curves = info["curves"]
+    metrics = {k: curves[k][-1] for k in ("accuracy", "hungarian_accuracy", "nmi", "ari", "n_clusters_nonempty")}
+    return run_record(
+        experiment=experiment, dataset=dataset, method=method, seed=seed, metrics=metrics,
+        n_clusters=dspec.n_classes, options=opts, info=info, wall_time_s=wall, config=config_name,
+        packages=("kornia",), **fields,
+        main_metric="accuracy",  # plain accuracy on the test split; hungarian_accuracy beside it
+        data={"root": str(root), "n_train": int(x_tr.shape[0]), "n_test": int(x_te.shape[0]), **sizes,
+              "image_shape": list(x_tr.shape[1:]), "sha256": info["data_sha256"]},
+        checkpoint=str(checkpoint) if checkpoint is not None else None,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -280,10 +276,7 @@ def run_noisy(
     dataset, method (``supervised``), seed, eta, loss, n_labelled (all training images),
     n_corrupted, test metrics, options, curves, wall time, device, versions.
     """
-    if loss not in NOISY_LOSSES:
-        raise DeepRunError(f"loss must be one of {NOISY_LOSSES}, got {loss!r}")
-    if not 0.0 <= float(eta) <= 1.0:
-        raise DeepRunError(f"eta must be in [0, 1], got {eta}")
+    check_noisy(loss, eta)
     opts = noisy_options(options)
     resolve_device(opts["device"])  # before loading anything
     split = _train_test(dataset, root, opts)
