@@ -15,8 +15,8 @@ Data sets: digits (1797 x 64, pixels / 16, from scikit-learn); fashion (Fashion-
 70,000 x 784, pixels / 255, from /usr/share/datasets/fashion-mnist: Debian's dataset-fashion-mnist).
 
 Prints, per data set: for CCE+ and MI-GD the median, first and total epoch time, the y-step's
-share of an epoch (median over epochs after the first), its median time and iterations (Newton
-steps of the interior point, or EM iterations), the y-steps that hit max_iter, the final objective and accuracy; KMeans(n_init=1) wall time and accuracy; and the
+share of an epoch (median over epochs after the first), its median time and iterations (of the
+interior point, or EM iterations), the y-steps that hit max_iter, the final objective and accuracy; KMeans(n_init=1) wall time and accuracy; and the
 ratios CCE+ / MI-GD per epoch and CCE+ (all epochs) / KMeans.
 """
 

@@ -8,7 +8,8 @@ import torch
 
 from cce.losses import check_prior, self_labeling_objective
 from cce.pseudolabels import dual_bound, em, interior_point, pgd
-from cce.pseudolabels._barrier_cpu import _direction, _value, _work
+from cce.pseudolabels import _interior_point
+from cce.pseudolabels._barrier_cpu import _direction, _factor, _solve, _value, _work
 from cce.pseudolabels._interior_point import _barrier, _barrier_compiled, _newton_direction, _parts
 
 F64 = torch.float64
@@ -62,6 +63,78 @@ def appendix_c_sigma():
     sigma[:10] = torch.nn.functional.one_hot(torch.arange(10) % 4, 4).to(F64)
     sigma[10:20, 1] = 0.0
     return sigma / sigma.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("fairness", ["reverse_kl", "kl"])
+def test_primal_dual_step_equals_the_dense_kkt_solve(fairness):
+    """The compiled primal-dual step (scaling x = sqrt(y / lambda), t = 1) against the KKT system
+    (H + diag(lambda / y)) d + A^T nu = -(g - tau / y), A d = 0, H and g from autograd on M * F."""
+    M, K, lam, tau = 6, 4, 2.0, 0.03
+    reverse = fairness == "reverse_kl"
+    sigma = softmax_sigma(M, K, 1, scale=1.0)
+    y = softmax_sigma(M, K, 2, scale=1.0)
+    mult = torch.rand(M, K, generator=torch.Generator().manual_seed(3), dtype=F64) + 0.05  # lambda
+    prior = check_prior(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64), K, sigma)
+
+    def f(flat):
+        return M * self_labeling_objective(flat.reshape(M, K), sigma, lam, prior, fairness)
+
+    grad = torch.autograd.functional.jacobian(f, y.reshape(-1))
+    H = torch.autograd.functional.hessian(f, y.reshape(-1)) + torch.diag((mult / y).reshape(-1))
+    A = torch.kron(torch.eye(M, dtype=F64), torch.ones(1, K, dtype=F64))
+    kkt = torch.cat([torch.cat([H, A.T], 1), torch.cat([A, torch.zeros(M, M, dtype=F64)], 1)])
+    rhs = -(grad - (tau / y).reshape(-1))
+    dense = torch.linalg.solve(kkt, torch.cat([rhs, torch.zeros(M, dtype=F64)]))[: M * K].reshape(M, K)
+
+    Y, S = y.T.contiguous().numpy(), sigma.T.contiguous().numpy()
+    s = (sigma * y).sum(1).numpy()
+    ybar = y.mean(0)
+    c = (lam * prior / ybar.square() if reverse else lam / ybar).numpy() / M
+    X = np.sqrt(Y / mult.T.numpy())
+    w = _work(K, M)
+    g = grad.reshape(M, K).T.numpy() - tau / Y
+    w[0][:] = -X * (g - (Y * g).sum(0))  # rho; a row constant does not change the step
+    A_k, root = _factor(X, S, 1.0 / s, 1.0, c, w)
+    D = np.empty((K, M))
+    _solve(X, A_k, root, w, D)
+    np.testing.assert_allclose(D.T, dense.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("case", "lam", "fairness"), [("softmax", 100.0, "reverse_kl"), ("softmax", 100.0, "kl"),
+                                                       ("appendix_c", 1.0, "reverse_kl"), ("K2", 100.0, "reverse_kl"),
+                                                       ("softmax", 0.0, "reverse_kl")])
+def test_primal_dual_gap_bound_is_certified(case, lam, fairness):
+    """On the CPU the primal-dual method stops on the Frank-Wolfe gap, sum_i (g_i . y_i - min_k g_ik) / M,
+    which bounds F(y) - F* for the convex F: it holds against the optimum the barrier reaches at 1e-13."""
+    sigma = {"softmax": softmax_sigma(250, 10, 21), "appendix_c": appendix_c_sigma(),
+             "K2": softmax_sigma(250, 2, 22)}[case]
+    K = sigma.shape[1]
+    prior = torch.full((K,), 1.0 / K, dtype=F64)
+    _, ref = _barrier(sigma, prior, lam, fairness == "reverse_kl", sigma, 1e-13, 500, 30.0, 50.0, 100.0)
+    f_star = ref["objective"][-1]
+    for tol in (1e-4, 1e-6, 1e-9):
+        y, info = interior_point(sigma, lam, fairness=fairness, tol=tol, certify=True)
+        f = info["objective"][-1]
+        assert info["method"] == "primal_dual" and info["converged"]
+        assert f - f_star <= info["gap_bound"] + 1e-12 * f_star and info["gap_bound"] <= tol * max(f, 1e-3)
+        assert info["dual_gap"] <= 2 * tol * max(f, 1e-3)
+        assert info["iterations"] <= 30
+
+
+def test_stalled_primal_dual_hands_over_to_the_barrier(monkeypatch):
+    """Where the primal-dual iteration has not met tol within its budget, the barrier method solves
+    from y0 with the iterations left, and the record keeps both."""
+    sigma = softmax_sigma(250, 10, 21)
+    prior = torch.full((10,), 0.1, dtype=F64)
+    monkeypatch.setattr(_interior_point, "PRIMAL_DUAL_BUDGET", 3)
+    y, info = interior_point(sigma, 100.0, tol=1e-9, max_iter=200)
+    _, alone = _barrier_compiled(sigma, prior, 100.0, True, sigma, 1e-9, 197, 30.0, 50.0, 100.0)
+    assert info["method"] == "barrier" and info["converged"]
+    assert info["iterations"] == 3 + alone["iterations"]
+    assert info["objective"][4:] == alone["objective"] and len(info["objective"]) == 4 + len(alone["objective"])
+    # with no iterations left there is no hand-over: the primal-dual iterate and its record
+    _, capped = interior_point(sigma, 100.0, tol=1e-9, max_iter=3)
+    assert capped["method"] == "primal_dual" and capped["iterations"] == 3 and not capped["converged"]
 
 
 @pytest.mark.parametrize("reverse", [True, False])
@@ -134,11 +207,11 @@ def test_compiled_path_stays_finite_at_the_largest_barrier_weights():
     """At t = 1e16 rounding can leave den_i = y_i . P_i^-1 y_i slightly negative; a square root of
     1 / den (once used to form G as one Gram matrix) turned that into NaN and a failed solve."""
     sigma = softmax_sigma(250, 10, 0)
-    y, info = interior_point(sigma, 100.0, tol=1e-13, max_iter=500, mu=100.0, center_tol=10.0, t0=1.0,
-                             certify=True)
-    assert info["converged"] and info["t"] == 1e16 and bool(torch.isfinite(y).all())
-    assert info["dual_gap"] <= 1e-9 * info["objective"][-1]  # the bound read off y: about 1e-10 here
     prior = torch.full((10,), 0.1, dtype=F64)
+    y, info = _barrier_compiled(sigma, prior, 100.0, True, sigma, 1e-13, 500, 100.0, 10.0, 1.0)
+    assert info["converged"] and info["t"] == 1e16 and bool(torch.isfinite(y).all())
+    # the bound read off y: about 1e-10 here
+    assert info["objective"][-1] - dual_bound(y, sigma, 100.0) <= 1e-9 * info["objective"][-1]
     _, ref = _barrier(sigma, prior, 100.0, True, sigma, 1e-13, 500, 100.0, 10.0, 1.0)
     assert info["objective"][-1] == pytest.approx(ref["objective"][-1], rel=1e-11)
 

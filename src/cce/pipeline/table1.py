@@ -1,7 +1,8 @@
 """The computations behind Table 1 (EM vs PGD for the y-step) and Figure 3 (the M-step root).
 
-Table 1 gains a row the paper does not have: the interior-point (barrier Newton) solver of
-:mod:`cce.pseudolabels`, on the same problem, with ``tol`` read as its relative gap bound.
+Table 1 gains a row the paper does not have: the interior-point solver of :mod:`cce.pseudolabels`
+(primal-dual on the CPU, barrier on CUDA), on the same problem, with ``tol`` read as its relative
+gap bound.
 
 Plain functions returning pandas DataFrames / dicts of arrays; plotting lives elsewhere.
 Predictions are drawn as ``sigma = softmax(scale * Z)`` with i.i.d. standard normal logits
