@@ -176,10 +176,11 @@ def interior_point(
             # the rare input where the primal-dual iteration stalls: the barrier method from y0
             y_b, info_b = _barrier_compiled(sigma64, prior64, lam, reverse, y064, tol, max_iter - info["iterations"], mu,
                                             center_tol, t0)
+            iterations = info["iterations"] + info_b["iterations"]
             if info_b["converged"] or info_b["objective"][-1] < info["objective"][-1]:
-                info_b.update(objective=info["objective"] + info_b["objective"],
-                              iterations=info["iterations"] + info_b["iterations"])
+                info_b["objective"] = info["objective"] + info_b["objective"]
                 y_kept, info = y_b, info_b
+            info["iterations"] = iterations  # the work of both
     else:
         y_kept, info = _barrier(sigma64, prior64, lam, reverse, y064, tol, max_iter, mu, center_tol, t0)
     if keep is None:
