@@ -10,7 +10,8 @@ from cce.losses import check_prior, self_labeling_objective
 from cce.pseudolabels import dual_bound, em, interior_point, pgd
 from cce.pseudolabels import _interior_point
 from cce.pseudolabels._barrier_cpu import _direction, _factor, _solve, _value, _work
-from cce.pseudolabels._interior_point import _barrier, _barrier_compiled, _newton_direction, _parts
+from cce.pseudolabels._interior_point import (_barrier, _barrier_compiled, _newton_direction, _parts, _primal_dual,
+                                              _primal_dual_compiled)
 
 F64 = torch.float64
 
@@ -170,10 +171,8 @@ def test_compiled_sum_of_logs_survives_entries_whose_product_underflows():
     assert log_y == pytest.approx(float(np.log(Y).sum()), rel=1e-14)
 
 
-@pytest.mark.parametrize("case", ["lam100", "kl", "prior", "appendix_c", "huge_lam", "K2"])
-def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(case):
-    """The CUDA path (torch) and the CPU path (compiled) are one algorithm: on the same input they
-    take the same Newton steps to the same y, up to rounding."""
+def path_case(case):
+    """(sigma, prior, lam, reverse) of the inputs on which the torch and the compiled paths are compared."""
     lam, reverse, prior = 100.0, True, None
     sigma = softmax_sigma(250, 10, 21)
     if case == "kl":
@@ -188,17 +187,33 @@ def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(case):
         sigma = softmax_sigma(250, 2, 22)
     K = sigma.shape[1]
     prior = torch.full((K,), 1.0 / K, dtype=F64) if prior is None else prior / prior.sum()
-    args = (sigma, prior, lam, reverse, sigma, 1e-11, 200, 30.0, 50.0, 100.0)
-    y_t, info_t = _barrier(*args)
-    y_c, info_c = _barrier_compiled(*args)
-    assert info_c["converged"] and info_t["converged"]
-    if case == "huge_lam":
-        # lam * t reaches 1e17 here: rounding decides when one centering stops (39 or 40 steps)
+    return sigma, prior, lam, reverse
+
+
+@pytest.mark.parametrize(("method", "case"), [("barrier", c) for c in ("lam100", "kl", "prior", "appendix_c", "huge_lam", "K2")]
+                         + [("primal_dual", c) for c in ("lam100", "kl", "prior", "appendix_c", "K2", "tight")])
+def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(method, case):
+    """The CUDA path (torch) and the CPU path (compiled) are one algorithm: on the same input they
+    take the same steps to the same y, up to rounding."""
+    sigma, prior, lam, reverse = path_case(case)
+    if method == "barrier":
+        args = (sigma, prior, lam, reverse, sigma, 1e-11, 200, 30.0, 50.0, 100.0)
+        y_t, info_t = _barrier(*args)
+        y_c, info_c = _barrier_compiled(*args)
+    else:
+        args = (sigma, prior, lam, reverse, sigma, 1e-10 if case == "tight" else 1e-6, 50, 100.0)
+        y_t, info_t = _primal_dual(*args)
+        y_c, info_c = _primal_dual_compiled(*args)
+    assert info_c["converged"] and info_t["converged"] and info_c["method"] == info_t["method"] == method
+    if case in ("huge_lam", "tight"):
+        # rounding decides there when a stage ends: lam * t reaches 1e17 in the barrier (39 or 40
+        # steps); at tol 1e-10, in which of the last iterations the primal-dual gap bound meets tol
         assert abs(info_c["iterations"] - info_t["iterations"]) <= 2
         assert info_c["objective"][-1] == pytest.approx(info_t["objective"][-1], rel=1e-10)
         np.testing.assert_allclose(y_c.numpy().mean(0), y_t.numpy().mean(0), atol=1e-9)
         return
-    assert info_c["iterations"] == info_t["iterations"] and info_c["t"] == info_t["t"]
+    assert info_c["iterations"] == info_t["iterations"]
+    assert info_c["gap_bound"] == pytest.approx(info_t["gap_bound"], rel=1e-4, abs=1e-14)
     np.testing.assert_allclose(info_c["objective"], info_t["objective"], rtol=1e-10)
     np.testing.assert_allclose(y_c.numpy(), y_t.numpy(), rtol=1e-6, atol=1e-12)
 

@@ -1,7 +1,7 @@
 """The computations behind Table 1 (EM vs PGD for the y-step) and Figure 3 (the M-step root).
 
 Table 1 gains a row the paper does not have: the interior-point solver of :mod:`cce.pseudolabels`
-(primal-dual on the CPU, barrier on CUDA), on the same problem, with ``tol`` read as its relative
+(primal-dual), on the same problem, with ``tol`` read as its relative
 gap bound.
 
 Plain functions returning pandas DataFrames / dicts of arrays; plotting lives elsewhere.

@@ -1,4 +1,4 @@
-"""The y-step of L_CCE+ and L_CCE by interior-point methods: primal-dual on the CPU, barrier on CUDA.
+"""The y-step of L_CCE+ and L_CCE by interior-point methods: primal-dual, barrier where it stalls.
 
 Problem (eq. 10/11 for fixed sigma): over y (M, K) with rows in the probability simplex,
 
@@ -21,11 +21,10 @@ the result when ``certify=True``.
 
 The defaults t0 = 100, mu = 30 and center_tol = 50 took the fewest Newton steps on batches of
 digits and Fashion-MNIST runs (32 and 42, median, at tol 1e-6; t0 = 1, mu = 100 and center_tol = 10
-took 46 and 53). This is the CUDA path (:func:`_barrier`, torch operations).
+took 46 and 53).
 
-On the CPU the default is a primal-dual method (Nocedal & Wright, Numerical Optimization,
-Sections 14.2 and 19.3), compiled (``_barrier_cpu``, numba): torch's per-operation overhead on
-these small tensors would be most of the time. It keeps multipliers lambda (M, K) of y >= 0 and
+The default is a primal-dual method (Nocedal & Wright, Numerical Optimization, Sections 14.2
+and 19.3). It keeps multipliers lambda (M, K) of y >= 0 and
 takes Newton steps on the KKT conditions with y * lambda = tau, tau set by Mehrotra's
 predictor-corrector rule, instead of a barrier weight raised stage by stage. Its step is the
 barrier's with diag(lambda / y) in place of the barrier Hessian, solved by the same O(M K^2)
@@ -37,6 +36,10 @@ Fashion-MNIST runs it took 9 and 15 iterations (median, tol 1e-6) against the ba
 Newton steps, an iteration costing about twice a Newton step. Where it has not met tol within
 ``PRIMAL_DUAL_BUDGET`` iterations (seen only at lam = 1e4 with tol 1e-10), the barrier method
 solves from y0 with the iterations left.
+
+Both methods run as torch operations on CUDA (:func:`_primal_dual`, :func:`_barrier`) and compiled
+by numba on the CPU (``_barrier_cpu``), where torch's per-operation overhead on these small
+tensors would be most of the time; the two versions take the same steps (tested).
 """
 
 from __future__ import annotations
@@ -70,20 +73,9 @@ def _parts(y: Tensor, sigma: Tensor, lam: float, prior: Tensor, reverse: bool):
     return g, log_y, s, ybar
 
 
-def _newton_direction(y: Tensor, sigma: Tensor, s: Tensor, ybar: Tensor, t: float, lam: float,
-                      prior: Tensor, reverse: bool) -> tuple[Tensor, float]:
-    """The Newton step d (M, K) of t * M * F - sum ln y with row sums kept, and the squared decrement.
-
-    Solved in the scaled variable delta = d / y, where the barrier's Hessian is the identity
-    (entries near the boundary then cost no precision): per point, P_i = I + (t / s_i^2) v_i v_i^T
-    with v_i = y_i * sigma_i, and the row-sum constraint y_i . delta_i = 0; S_i(x) = P_i^-1 x -
-    e_i (e_i . x) / (y_i . e_i), e_i = P_i^-1 y_i (Sherman-Morrison). The columns are coupled by
-    t * c_k, c_k = lam * Phi''_k(ybar) / M, which enters every row as a price z (K,):
-    delta_i = S_i(rho_i - y_i * z), z solving (I + T G) z = T a with T = diag(t c),
-    a = sum_i y_i * S_i(rho_i), G = sum_i Y_i S_i Y_i (positive semi-definite; solved as
-    I + T^1/2 G T^1/2). rho_i = y_i * (-t grad_i) + 1 with the gradient's y-weighted row mean
-    removed first (a row constant does not change the step, and the rest is small near the optimum).
-    """
+def _gradient(y: Tensor, sigma: Tensor, s: Tensor, ybar: Tensor, lam: float, prior: Tensor,
+              reverse: bool) -> tuple[Tensor, Tensor]:
+    """The gradient of M * F (M, K) and the column coupling c = lam * Phi''(ybar) / M (K,)."""
     M = y.shape[0]
     if reverse:
         grad_fair = -prior / ybar
@@ -91,30 +83,59 @@ def _newton_direction(y: Tensor, sigma: Tensor, s: Tensor, ybar: Tensor, t: floa
     else:
         grad_fair = torch.log(ybar) - torch.log(prior) + 1.0
         c = lam / ybar / M
-    grad = -sigma / s[:, None] + lam * grad_fair
+    return lam * grad_fair - sigma / s[:, None], c
+
+
+class _ScaledNewtonSystem:
+    """The Newton system of M * F (times t) on the simplex rows, plus the identity, in delta = d / x.
+
+    Per point, P_i = I + (t / s_i^2) v_i v_i^T with v_i = x_i * sigma_i, and the row-sum constraint
+    x_i . delta_i = 0; S_i(r) = P_i^-1 r - e_i (e_i . r) / (x_i . e_i), e_i = P_i^-1 x_i
+    (Sherman-Morrison). The columns are coupled by t * c_k, c_k = lam * Phi''_k(ybar) / M, which
+    enters every row as a price z (K,): delta_i = S_i(rho_i - x_i * z), z solving (I + T G) z = T a
+    with T = diag(t c), a = sum_i x_i * S_i(rho_i), G = sum_i X_i S_i X_i (positive semi-definite;
+    solved as I + T^1/2 G T^1/2). x = y for the barrier (its Hessian is the identity in y-units),
+    x = sqrt(y / lambda) for the primal-dual method (t = 1).
+    """
+
+    def __init__(self, x: Tensor, sigma: Tensor, s: Tensor, t: float, c: Tensor):
+        self.x = x
+        self.v = x * sigma
+        alpha = t / s.square()
+        self.beta = alpha / (1.0 + alpha * self.v.square().sum(1))
+        self.e = self._p_inv(x)
+        self.den = (x * self.e).sum(1)
+        xv, xe = x * self.v, x * self.e
+        G = torch.diag(x.square().sum(0)) - (xv * self.beta[:, None]).T @ xv - (xe / self.den[:, None]).T @ xe
+        self.root = torch.sqrt(t * c)
+        self.A = torch.eye(len(c), dtype=x.dtype, device=x.device) + self.root[:, None] * G * self.root[None, :]
+
+    def _p_inv(self, r):
+        return r - (self.beta * (self.v * r).sum(1))[:, None] * self.v
+
+    def _solve_rows(self, r):
+        return self._p_inv(r) - ((self.e * r).sum(1) / self.den)[:, None] * self.e
+
+    def delta(self, rho: Tensor) -> Tensor:
+        """The scaled step delta (M, K) for the right-hand side rho (M, K); the step is x * delta."""
+        a = (self.x * self._solve_rows(rho)).sum(0)
+        z = self.root * torch.linalg.solve(self.A, self.root * a)
+        return self._solve_rows(rho - self.x * z[None, :])
+
+
+def _newton_direction(y: Tensor, sigma: Tensor, s: Tensor, ybar: Tensor, t: float, lam: float,
+                      prior: Tensor, reverse: bool) -> tuple[Tensor, float]:
+    """The Newton step d (M, K) of t * M * F - sum ln y with row sums kept, and the squared decrement.
+
+    Solved in the scaled variable delta = d / y, where the barrier's Hessian is the identity
+    (entries near the boundary then cost no precision), by :class:`_ScaledNewtonSystem`.
+    rho_i = y_i * (-t grad_i) + 1 with the gradient's y-weighted row mean removed first (a row
+    constant does not change the step, and the rest is small near the optimum).
+    """
+    grad, c = _gradient(y, sigma, s, ybar, lam, prior, reverse)
     grad = grad - (y * grad).sum(1, keepdim=True)
     rho = 1.0 - t * (y * grad)
-
-    v = y * sigma
-    alpha = t / s.square()
-    beta = alpha / (1.0 + alpha * v.square().sum(1))
-
-    def p_inv(x):
-        return x - (beta * (v * x).sum(1))[:, None] * v
-
-    e = p_inv(y)
-    den = (y * e).sum(1)
-
-    def solve_rows(x):
-        return p_inv(x) - ((e * x).sum(1) / den)[:, None] * e
-
-    a = (y * solve_rows(rho)).sum(0)
-    yv, ye = y * v, y * e
-    G = torch.diag(y.square().sum(0)) - (yv * beta[:, None]).T @ yv - (ye / den[:, None]).T @ ye
-    root = torch.sqrt(t * c)
-    A = torch.eye(len(c), dtype=y.dtype, device=y.device) + root[:, None] * G * root[None, :]
-    z = root * torch.linalg.solve(A, root * a)
-    delta = solve_rows(rho - y * z[None, :])
+    delta = _ScaledNewtonSystem(y, sigma, s, t, c).delta(rho)
     return y * delta, float((rho * delta).sum())
 
 
@@ -135,10 +156,10 @@ def interior_point(
 
     Same objective as :func:`cce.pseudolabels.em` ("reverse_kl", L_CCE+, eq. 11) and
     :func:`cce.pseudolabels.pgd` ("kl", L_CCE, eq. 10); see the module docstring for the method.
-    y0 (default: sigma) is moved into the interior (mixed 1e-3 with uniform). CPU tensors: the
-    primal-dual method, which stops when its Frank-Wolfe gap bound is below tol * max(F, 1e-3) and
-    starts its multipliers at complementarity 1 / ``t0``. CUDA tensors, and the CPU when the
-    primal-dual method has not converged within its budget: the barrier method, which stops when
+    y0 (default: sigma) is moved into the interior (mixed 1e-3 with uniform). The primal-dual
+    method stops when its Frank-Wolfe gap bound is below tol * max(F, 1e-3) and starts its
+    multipliers at complementarity 1 / ``t0``. Where it has not converged within its budget, the
+    barrier method, which stops when
     its gap bound K / t is below tol * max(F, 1e-3); t starts at ``t0`` and grows by ``mu`` per
     outer step; each centering stops once the squared Newton decrement (in units of t * M * F) is
     below ``center_tol``: loose centering costs little accuracy because the next outer step
@@ -169,20 +190,19 @@ def interior_point(
     if keep is not None:
         sigma64, prior64, y064 = sigma64[:, keep], prior64[keep], y064[:, keep]
     reverse = fairness == "reverse_kl"
-    if sigma.device.type == "cpu":
-        y_kept, info = _primal_dual_compiled(sigma64, prior64, lam, reverse, y064, tol, min(max_iter, PRIMAL_DUAL_BUDGET),
-                                             t0)
-        if not info["converged"] and info["iterations"] < max_iter:
-            # the rare input where the primal-dual iteration stalls: the barrier method from y0
-            y_b, info_b = _barrier_compiled(sigma64, prior64, lam, reverse, y064, tol, max_iter - info["iterations"], mu,
-                                            center_tol, t0)
-            iterations = info["iterations"] + info_b["iterations"]
-            if info_b["converged"] or info_b["objective"][-1] < info["objective"][-1]:
-                info_b["objective"] = info["objective"] + info_b["objective"]
-                y_kept, info = y_b, info_b
-            info["iterations"] = iterations  # the work of both
-    else:
-        y_kept, info = _barrier(sigma64, prior64, lam, reverse, y064, tol, max_iter, mu, center_tol, t0)
+    # compiled on the CPU, where torch's per-operation overhead would dominate; torch on CUDA
+    primal_dual, barrier = ((_primal_dual_compiled, _barrier_compiled) if sigma.device.type == "cpu"
+                            else (_primal_dual, _barrier))
+    y_kept, info = primal_dual(sigma64, prior64, lam, reverse, y064, tol, min(max_iter, PRIMAL_DUAL_BUDGET), t0)
+    if not info["converged"] and info["iterations"] < max_iter:
+        # the rare input where the primal-dual iteration stalls: the barrier method from y0
+        y_b, info_b = barrier(sigma64, prior64, lam, reverse, y064, tol, max_iter - info["iterations"], mu, center_tol,
+                              t0)
+        iterations = info["iterations"] + info_b["iterations"]
+        if info_b["converged"] or info_b["objective"][-1] < info["objective"][-1]:
+            info_b["objective"] = info["objective"] + info_b["objective"]
+            y_kept, info = y_b, info_b
+        info["iterations"] = iterations  # the work of both
     if keep is None:
         y = y_kept.to(sigma.dtype)
     else:
@@ -259,4 +279,68 @@ def _barrier(sigma: Tensor, prior: Tensor, lam: float, reverse: bool, y0: Tensor
             break
         t *= mu
     info.update(iterations=it, t=t, gap_bound=K / t)
+    return y, info
+
+
+def _to_boundary(x: Tensor, d: Tensor) -> Tensor:
+    """The largest step in (0, 1] that keeps x + step * d positive, 0.995 of the way to the boundary
+    (a 0-dim tensor: the caller syncs once for several)."""
+    ratio = torch.where(d < 0, 0.995 * x / -d.clamp(max=-torch.finfo(d.dtype).tiny), torch.full_like(x, math.inf))
+    return torch.clamp(ratio.min(), max=1.0)
+
+
+def _primal_dual(sigma: Tensor, prior: Tensor, lam: float, reverse: bool, y0: Tensor, tol: float, max_iter: int,
+                 t0: float) -> tuple[Tensor, dict]:
+    """The primal-dual method (module docstring) on validated float64 inputs, every prior entry
+    positive for "kl": the same steps as the compiled ``_barrier_cpu.primal_dual``, in torch."""
+    M, K = sigma.shape
+    y = (1.0 - 1e-3) * y0 / y0.sum(1, keepdim=True) + 1e-3 / K
+    f, log_y, s, ybar = _parts(y, sigma, lam, prior, reverse)
+    g, c = _gradient(y, sigma, s, ybar, lam, prior, reverse)
+    mean = (y * g).sum(1, keepdim=True)
+    # lambda, the multipliers of y >= 0: the reduced gradient where positive plus complementarity 1 / t0
+    mult = (g - mean).clamp_min(0.0) + 1.0 / (t0 * y)
+    info = {"objective": [f / M], "converged": False, "method": "primal_dual"}
+    it = 0
+    while True:
+        # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_i (g_i . y_i - min_k g_ik) / M
+        gap, mu = torch.stack([(mean[:, 0] - g.amin(1)).sum() / M, (y * mult).sum() / (M * K)]).tolist()
+        if gap <= tol * max(f / M, 1e-3):
+            info["converged"] = True
+            break
+        if it >= max_iter:
+            break
+        it += 1
+        x = torch.sqrt(y / mult)  # the multipliers' block is the identity in d / x
+        inv_y = 1.0 / y
+        system = _ScaledNewtonSystem(x, sigma, s, 1.0, c)
+        dy_a = x * system.delta(-x * (g - mean))  # predictor: complementarity target 0
+        dm_a = -mult * (1.0 + inv_y * dy_a)
+        step_p, step_d = torch.stack([_to_boundary(y, dy_a), _to_boundary(mult, dm_a)]).tolist()
+        mu_aff = float(((y + step_p * dy_a) * (mult + step_d * dm_a)).sum()) / (M * K)
+        # Mehrotra's centering target, kept above what tol needs (the gap is about K tau)
+        tau = max(mu * (mu_aff / mu) ** 3, 0.1 * tol * max(f, 1e-3 * M) / (M * K))
+        for second_order in (True, False):  # the pure centering step where the corrector is no descent
+            target = (tau - dy_a * dm_a) * inv_y if second_order else tau * inv_y
+            r = g - target
+            dy = x * system.delta(-x * (r - (y * r).sum(1, keepdim=True)))
+            dm = target - mult * (1.0 + inv_y * dy)
+            slope, step_p, step_d = torch.stack([((g - tau * inv_y) * dy).sum(), _to_boundary(y, dy),
+                                                 _to_boundary(mult, dm)]).tolist()
+            if slope < 0.0:
+                break
+        phi = f - tau * log_y
+        while True:  # Armijo on the merit f - tau sum ln y, with slack for rounding
+            y_new = y + step_p * dy
+            y_new = y_new / y_new.sum(1, keepdim=True)  # rounding drifts the row sums
+            f_new, log_y_new, s_new, ybar_new = _parts(y_new, sigma, lam, prior, reverse)
+            if f_new - tau * log_y_new <= phi + 0.25 * step_p * slope + 1e-12 * abs(phi) or step_p < 1e-12:
+                break
+            step_p *= 0.5
+        y, f, log_y, s, ybar = y_new, f_new, log_y_new, s_new, ybar_new
+        mult = mult + step_d * dm
+        g, c = _gradient(y, sigma, s, ybar, lam, prior, reverse)
+        mean = (y * g).sum(1, keepdim=True)
+        info["objective"].append(f / M)
+    info.update(iterations=it, gap_bound=gap)
     return y, info
