@@ -365,7 +365,7 @@ def primal_dual(sigma, prior, lam, reverse, y0, tol, max_iter, t0):
         for k in range(K):
             for i in range(M):
                 total[i] += Y[k, i] * L[k, i]
-                X[k, i] = math.sqrt(Y[k, i] / L[k, i])  # the scaling: the barrier block is I in d / X
+                X[k, i] = math.sqrt(Y[k, i] / L[k, i])  # diag(lambda / y) is I in the variable d / X
                 R[k, i] = 1.0 / Y[k, i]
                 rho[k, i] = -X[k, i] * (G[k, i] - mean[i])  # predictor: complementarity target 0
         mu = total.sum() / (M * K)
