@@ -1,7 +1,8 @@
 """The interior-point methods of :mod:`._interior_point` compiled for the CPU (numba).
 
 :func:`primal_dual` and :func:`barrier`, each the same algorithm step for step as its torch
-version there (the CUDA path), both built on one scaled Newton solve (:func:`_factor`,
+version there (the CUDA path; up to rounding, which can change the last iterations at lam = 1e4
+or tol below 1e-9), both built on one scaled Newton solve (:func:`_factor`,
 :func:`_solve`). On a 250 x 10 batch one barrier Newton step is about 60 small tensor
 operations, and torch's dispatch on each is most of a y-step (about 0.5 ms per Newton step in
 torch, about 40 microseconds compiled, line search included; a primal-dual iteration about
@@ -234,7 +235,7 @@ def _trial(Y, D, step, Y_new, total):
 
 @njit(cache=True)
 def _work(K, M):
-    """Work arrays of :func:`_direction`, allocated once per solve."""
+    """Work arrays of :func:`_factor` and :func:`_solve` (rho, the right-hand side, first), one set per solve."""
     return (np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, 2 * M)), np.empty((K, 2 * M)),
             np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M), np.empty(M))
 
@@ -327,7 +328,7 @@ def primal_dual(sigma, prior, lam, reverse, y0, tol, max_iter, t0):
     rho, _, _, _, _, inv_s, _, _, _, _, _, _, _ = w
     mean = np.empty(M)  # g_i . y_i; _solve overwrites the work array of that name
     s, ybar, s_new, ybar_new = np.empty(M), np.empty(K), np.empty(M), np.empty(K)
-    prod, total = np.empty(M), np.empty(M)
+    prod, total, low = np.empty(M), np.empty(M), np.empty(M)
     G, L, X, R = np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, M))
     Dy, Dl, Dy_a, Dl_a, C = np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, M)), np.empty((K, M))
     Y_new = np.empty((K, M))
@@ -346,14 +347,17 @@ def primal_dual(sigma, prior, lam, reverse, y0, tol, max_iter, t0):
     gap = math.inf
     converged = False
     while True:
-        # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_i (g_i . y_i - min_k g_ik) / M
-        gap = 0.0
-        for i in range(M):
-            low = G[0, i]
-            for k in range(1, K):
-                low = min(low, G[k, i])
-            gap += mean[i] - low
-        gap /= M
+        # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_ik y_ik (g_ik - min_k g_ik) / M,
+        # a sum of non-negative terms (g_i . y_i - min_k g_ik would cancel at large lam)
+        low[:] = np.inf
+        for k in range(K):
+            for i in range(M):
+                low[i] = min(low[i], G[k, i])
+        total[:] = 0.0
+        for k in range(K):
+            for i in range(M):
+                total[i] += Y[k, i] * (G[k, i] - low[i])
+        gap = total.sum() / M
         if gap <= tol * max(f / M, 1e-3):
             converged = True
             break
@@ -407,13 +411,24 @@ def primal_dual(sigma, prior, lam, reverse, y0, tol, max_iter, t0):
             if slope < 0.0:
                 break
         step_p, step_d = _to_boundary(Y, Dy, L, Dl)
+        step_full = step_p
         phi = f - tau * log_y
-        while True:  # Armijo on the merit, with slack for rounding
+        # Armijo on the merit, with slack for rounding. The centering step descends in exact
+        # arithmetic; a slope >= 0 means the solve lost accuracy near the limits of float64, and
+        # then only a step that does not raise the merit is taken
+        descent = min(slope, 0.0)
+        while True:
             _trial(Y, Dy, step_p, Y_new, total)
             f_new, log_y_new = _value(Y_new, S, lam, prior, reverse, s_new, ybar_new, prod)
-            if f_new - tau * log_y_new <= phi + 0.25 * step_p * slope + 1e-12 * abs(phi) or step_p < 1e-12:
+            if f_new - tau * log_y_new <= phi + 0.25 * step_p * descent + 1e-12 * abs(phi):
                 break
             step_p *= 0.5
+            if step_p < 1e-12:
+                break
+        if step_p < 1e-12:  # no step lowers the merit: stop, the caller's barrier method takes over
+            it -= 1
+            break
+        step_d *= step_p / step_full  # the multipliers go no further along their step than y goes along its
         Y, Y_new = Y_new, Y
         s, s_new = s_new, s
         ybar, ybar_new = ybar_new, ybar

@@ -15,7 +15,7 @@ close the optimum is to the simplex boundary, where EM converges sublinearly (Ta
 The barrier method (Boyd & Vandenberghe, Convex Optimization, Section 11.3) minimizes
 t * M * F(y) - sum_ik ln y_ik for t = t0, mu t0, mu^2 t0, ... by Newton steps with backtracking; at the
 exact minimizer for t, F(y) - F* <= K / t (M K inequality constraints, objective scaled by M).
-The solver stops when K / t <= tol * max(F, 1e-3); ``info["dual_gap"]``
+The barrier method stops when K / t <= tol * max(F, 1e-3); ``info["dual_gap"]``
 (from :func:`cce.pseudolabels.dual_bound`, a bound that does not rely on centering) certifies
 the result when ``certify=True``.
 
@@ -29,17 +29,19 @@ takes Newton steps on the KKT conditions with y * lambda = tau, tau set by Mehro
 predictor-corrector rule, instead of a barrier weight raised stage by stage. Its step is the
 barrier's with diag(lambda / y) in place of the barrier Hessian, solved by the same O(M K^2)
 algebra in the scaled variable d / sqrt(y / lambda); a backtracking line search on
-F - tau sum ln y keeps it monotone in that merit. It stops on the Frank-Wolfe gap,
-sum_i (g_i . y_i - min_k g_ik) / M <= tol * max(F, 1e-3) (g the gradient of M * F), an upper
-bound on F(y) - F* for the convex F that needs no centering. On batches of digits and
+F - tau sum ln y keeps it monotone in that merit (the multipliers' step is cut with y's); where
+no step lowers the merit (the solve's accuracy runs out near the limits of float64) it gives up.
+It stops on the Frank-Wolfe gap, sum_ik y_ik (g_ik - min_k g_ik) / M <= tol * max(F, 1e-3)
+(g the gradient of M * F), an upper bound on F(y) - F* for the convex F that needs no centering. On batches of digits and
 Fashion-MNIST runs it took 9 and 15 iterations (median, tol 1e-6) against the barrier's 31 and 41
-Newton steps, an iteration costing about twice a Newton step. Where it has not met tol within
-``PRIMAL_DUAL_BUDGET`` iterations (seen only at lam = 1e4 with tol 1e-10), the barrier method
-solves from y0 with the iterations left.
+Newton steps, an iteration costing about twice a Newton step. Where it has stopped or has not
+met tol within ``PRIMAL_DUAL_BUDGET`` iterations (seen at lam = 1e4 with tol 1e-9 or tighter, and
+at tol 1e-13), the barrier method solves from y0 with the iterations left.
 
 Both methods run as torch operations on CUDA (:func:`_primal_dual`, :func:`_barrier`) and compiled
 by numba on the CPU (``_barrier_cpu``), where torch's per-operation overhead on these small
-tensors would be most of the time; the two versions take the same steps (tested).
+tensors would be most of the time; the two versions take the same steps up to rounding, which
+can change the last iterations at lam = 1e4 or tol below 1e-9 (tested).
 """
 
 from __future__ import annotations
@@ -167,11 +169,12 @@ def interior_point(
     computes the dual gap, which needs no such assumption. Either method stops after max_iter
     iterations in all.
     info: "method" ("primal_dual" or "barrier", the one that returned y), "iterations" (primal-dual
-    iterations plus Newton steps), "objective" (F after every iteration, the initial first; after a
-    hand-over the barrier's record follows the primal-dual one), "converged", "gap_bound" (the
-    Frank-Wolfe gap or K / t), "t" (final barrier weight, barrier only) and, with certify=True,
-    "dual_gap" (F(y) - dual bound >= F(y) - F*). The result is strictly positive: entries the
-    optimum sets to zero come out of the order of tol.
+    iterations plus, after a hand-over, Newton steps), "objective" (F at the start and after every
+    iteration of the primal-dual method; when the barrier's y is returned, its own record, from its
+    start, follows), "converged", "gap_bound" (the Frank-Wolfe gap or K / t), "t" (final barrier
+    weight, barrier only) and, with certify=True, "dual_gap" (F(y) - dual bound >= F(y) - F*).
+    Entries the optimum sets to zero come out small and positive (about tol * F / K over their
+    multiplier), except the classes that "kl" with a zero prior entry keeps empty: exactly 0.
     """
     sigma = _check_sigma(sigma, lam)
     K = sigma.shape[1]
@@ -303,8 +306,9 @@ def _primal_dual(sigma: Tensor, prior: Tensor, lam: float, reverse: bool, y0: Te
     info = {"objective": [f / M], "converged": False, "method": "primal_dual"}
     it = 0
     while True:
-        # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_i (g_i . y_i - min_k g_ik) / M
-        gap, mu = torch.stack([(mean[:, 0] - g.amin(1)).sum() / M, (y * mult).sum() / (M * K)]).tolist()
+        # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_ik y_ik (g_ik - min_k g_ik) / M,
+        # a sum of non-negative terms (g_i . y_i - min_k g_ik would cancel at large lam)
+        gap, mu = torch.stack([(y * (g - g.amin(1, keepdim=True))).sum() / M, (y * mult).sum() / (M * K)]).tolist()
         if gap <= tol * max(f / M, 1e-3):
             info["converged"] = True
             break
@@ -329,14 +333,24 @@ def _primal_dual(sigma: Tensor, prior: Tensor, lam: float, reverse: bool, y0: Te
                                                  _to_boundary(mult, dm)]).tolist()
             if slope < 0.0:
                 break
+        step_full = step_p
         phi = f - tau * log_y
-        while True:  # Armijo on the merit f - tau sum ln y, with slack for rounding
+        # Armijo on the merit f - tau sum ln y, with slack for rounding; where the slope is >= 0 (the
+        # solve lost accuracy near the limits of float64) only a step that does not raise the merit
+        descent = min(slope, 0.0)
+        while True:
             y_new = y + step_p * dy
             y_new = y_new / y_new.sum(1, keepdim=True)  # rounding drifts the row sums
             f_new, log_y_new, s_new, ybar_new = _parts(y_new, sigma, lam, prior, reverse)
-            if f_new - tau * log_y_new <= phi + 0.25 * step_p * slope + 1e-12 * abs(phi) or step_p < 1e-12:
+            if f_new - tau * log_y_new <= phi + 0.25 * step_p * descent + 1e-12 * abs(phi):
                 break
             step_p *= 0.5
+            if step_p < 1e-12:
+                break
+        if step_p < 1e-12:  # no step lowers the merit: stop, the caller's barrier method takes over
+            it -= 1
+            break
+        step_d *= step_p / step_full  # the multipliers go no further along their step than y goes along its
         y, f, log_y, s, ybar = y_new, f_new, log_y_new, s_new, ybar_new
         mult = mult + step_d * dm
         g, c = _gradient(y, sigma, s, ybar, lam, prior, reverse)
