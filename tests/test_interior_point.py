@@ -146,7 +146,7 @@ def test_stalled_primal_dual_hands_over_to_the_barrier(monkeypatch):
 
 @pytest.mark.parametrize("method", [_primal_dual, _primal_dual_compiled])
 @pytest.mark.parametrize("case", ["one_hot", "appendix_c", "softmax"])
-def test_primal_dual_never_steps_up_at_the_limits_of_precision(method, case):
+def test_primal_dual_ends_at_its_lowest_objective_at_the_limits_of_precision(method, case):
     """At tol 1e-13 (lam 1e4 for the one-hot rows) the solve loses accuracy before the gap bound
     meets tol, and a step's slope can come out >= 0. Such steps once raised F from 0.034 to 0.79 and
     1.16 (one-hot rows) and from 0.3552 to 0.57 (Appendix C); now the method takes only steps that do

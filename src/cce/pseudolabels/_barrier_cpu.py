@@ -344,7 +344,6 @@ def primal_dual(sigma, prior, lam, reverse, y0, tol, max_iter, t0):
         for i in range(M):
             L[k, i] = max(G[k, i] - mean[i], 0.0) + 1.0 / (t0 * Y[k, i])
     it = 0
-    gap = math.inf
     converged = False
     while True:
         # the Frank-Wolfe gap bounds F(y) - F* for convex F: sum_ik y_ik (g_ik - min_k g_ik) / M,
