@@ -145,6 +145,26 @@ def test_stalled_primal_dual_hands_over_to_the_barrier(monkeypatch):
 
 
 @pytest.mark.parametrize("method", [_primal_dual, _primal_dual_compiled])
+def test_primal_dual_start_is_y0_mixed_with_uniform_and_does_not_move_the_optimum(method):
+    """The start is (1 - mix) y0 + mix / K: its objective is the record's first entry. From any mix
+    the method ends within tol of one optimum (the start only changes how it gets there)."""
+    sigma, lam, K = softmax_sigma(250, 10, 5, scale=30.0), 100.0, 10  # confident rows, as late in training
+    prior = torch.full((K,), 1.0 / K, dtype=F64)
+    f_star = interior_point(sigma, lam, tol=1e-12)[1]["objective"][-1]
+    for mix in (1e-3, 0.3, 1.0):
+        _, info = method(sigma, prior, lam, True, sigma, 1e-8, 50, 100.0, mix)
+        start = (1.0 - mix) * sigma / sigma.sum(1, keepdim=True) + mix / K
+        assert info["objective"][0] == pytest.approx(float(self_labeling_objective(start, sigma, lam, prior)),
+                                                     rel=1e-12)
+        assert info["converged"] and 0 <= info["objective"][-1] - f_star <= 1e-8 * f_star, mix
+    # interior_point starts the primal-dual method at the module's default mix
+    _, info = interior_point(sigma, lam, tol=1e-8)
+    mix = _interior_point.PRIMAL_DUAL_START_MIX
+    start = (1.0 - mix) * sigma + mix / K
+    assert info["objective"][0] == pytest.approx(float(self_labeling_objective(start, sigma, lam, prior)), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", [_primal_dual, _primal_dual_compiled])
 @pytest.mark.parametrize("case", ["one_hot", "appendix_c", "softmax"])
 def test_primal_dual_ends_at_its_lowest_objective_at_the_limits_of_precision(method, case):
     """At tol 1e-13 (lam 1e4 for the one-hot rows) the solve loses accuracy before the gap bound

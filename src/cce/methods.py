@@ -278,7 +278,7 @@ register(Method(
     "sublinearly: the optimum lies on the simplex boundary, and at tol 1e-6 (relative change) EM "
     "stops with a gap of 1e-4 to 6e-4 on digits batches after 110 to 170 SQUAREM iterations. The "
     "default, solver='interior_point', solves the same problem by the interior-point method of "
-    "cce.pseudolabels to a certified relative gap of tol (a primal-dual method, 9 to 22 "
+    "cce.pseudolabels to a certified relative gap of tol (a primal-dual method, 9 to 17 "
     "iterations per batch, median, on digits and Fashion-MNIST; compiled on the CPU, about 1 ms "
     "per digits batch against some 200 ms for EM). "
     "tol and max_iter apply to the solver chosen (EM: "
