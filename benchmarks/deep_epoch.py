@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     mnist_epoch = flops["mnist"] / (PAPER_EPOCHS * PAPER_SEEDS * PAPER_METHODS) * n / FULL_SIZE
     rate = mnist_epoch / statistics.median(r[1] for r in measured)
     total = sum(flops.values())
-    print(f"\nTable 3 + Table 6 network FLOPs (forward + backward of 2 views, one evaluation pass, per image "
+    print("\nTable 3 + Table 6 network FLOPs (forward + backward of 2 views, one evaluation pass, per image "
           "and epoch; 50 epochs x 6 seeds x 6 methods): "
           + ", ".join(f"{k} {v / 1e15:.0f}" for k, v in flops.items()) + f", total {total / 1e15:.0f} PFLOP")
     print(f"sustained here on the MNIST network (median of {', '.join(r[0] for r in measured)}): "
