@@ -368,6 +368,33 @@ def test_float32_in_float32_out_and_validation():
         interior_point(sigma, 1.0, fairness="kl_reverse")
     with pytest.raises(ValueError, match="y0 shape"):
         interior_point(sigma, 1.0, y0=torch.ones(3, 3))
+    for bad in (math.nan, -0.1, math.inf):
+        y0 = sigma.clone()
+        y0[4, 1] = bad
+        with pytest.raises(ValueError, match="y0 must be finite and non-negative"):
+            interior_point(sigma, 1.0, y0=y0)
+    y0 = sigma.clone()
+    y0[7] = 0.0  # a row with no mass has no direction to start from
+    with pytest.raises(ValueError, match="positive entry in every row"):
+        interior_point(sigma, 1.0, y0=y0)
+    # a valid y0 other than sigma: the same optimum
+    _, warm = interior_point(sigma, 1.0, y0=torch.full_like(sigma, 1 / 3), tol=1e-9)
+    assert warm["objective"][-1] == pytest.approx(info["objective"][-1], rel=1e-8)
+
+
+@pytest.mark.parametrize("fairness", ["kl", "reverse_kl"])
+def test_lam_zero_drops_the_prior_as_the_objective_does(fairness):
+    """At lam = 0 the objective is mean_i -ln(sigma_i . y_i) whatever the prior (no 0 * inf from a
+    zero entry under KL(ybar || u)): the minimum puts each point on its most likely class,
+    F* = mean_i -ln max_k sigma_ik, zero-prior classes included."""
+    sigma = softmax_sigma(40, 4, 9)
+    sigma[:10, 3] += 5.0  # ten points whose most likely class has prior 0
+    sigma = sigma / sigma.sum(1, keepdim=True)
+    prior = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
+    f_star = float(-torch.log(sigma.amax(1)).mean())
+    y, info = interior_point(sigma, 0.0, prior, fairness=fairness, tol=1e-10, certify=True)
+    assert info["converged"] and info["objective"][-1] - f_star <= 1e-9 * f_star
+    assert bool((y.argmax(1) == sigma.argmax(1)).all()) and float(y[:, 3].sum()) > 9.9
 
 
 def test_max_iter_is_reported_not_hidden():

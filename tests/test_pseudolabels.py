@@ -569,6 +569,19 @@ def test_mi_adm_optimal(lam):
     assert_nonincreasing(info["objective"])
 
 
+@pytest.mark.parametrize("step", ["armijo", 0.5])
+def test_pgd_lambda_zero_ignores_a_zero_prior(step):
+    """lam = 0 drops the fairness term, as in the objective: a zero prior entry under KL(ybar || u)
+    gives no 0 * inf, and PGD reaches F* = mean_i -ln max_k sigma_ik (each point on its argmax)."""
+    sigma = softmax_sigma(20, 4, 8)
+    prior = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
+    assert bool((sigma.argmax(1) >= 2).any())  # some points belong to a zero-prior class
+    y, info = pgd(sigma, 0.0, prior, fairness="kl", step=step, tol=1e-12, max_iter=2000)
+    f_star = float(-torch.log(sigma.amax(1)).mean())
+    assert math.isfinite(info["objective"][-1]) and info["objective"][-1] - f_star <= 1e-9
+    assert bool((y.argmax(1) == sigma.argmax(1)).all())
+
+
 def test_mi_adm_lambda_zero_is_argmax():
     sigma = softmax_sigma(30, 4, 8)
     y, info = mi_adm(sigma, 0.0)

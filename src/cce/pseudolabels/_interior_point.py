@@ -51,7 +51,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..losses import check_prior
+from ..losses import check_prior, uniform_prior
 from ._common import _check_sigma
 from ._dual import dual_bound
 
@@ -163,7 +163,9 @@ def interior_point(
 
     Same objective as :func:`cce.pseudolabels.em` ("reverse_kl", L_CCE+, eq. 11) and
     :func:`cce.pseudolabels.pgd` ("kl", L_CCE, eq. 10); see the module docstring for the method.
-    y0 (default: sigma) is moved into the interior (mixed with uniform: ``PRIMAL_DUAL_START_MIX``
+    lam = 0 drops the fairness term, as in :func:`cce.losses.self_labeling_objective`, so the prior
+    has no effect then. y0 (default: sigma; finite, non-negative, a positive entry in every row) is
+    moved into the interior (mixed with uniform: ``PRIMAL_DUAL_START_MIX``
     for the primal-dual method, 1e-3 for the barrier method). The primal-dual
     method stops when its Frank-Wolfe gap bound is below tol * max(F, 1e-3) and starts its
     multipliers at complementarity 1 / ``t0``. Where it has not converged within its budget, the
@@ -189,9 +191,17 @@ def interior_point(
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
     if bool((sigma.sum(1) <= 0).any()):
         raise ValueError("every row of sigma needs a positive entry")
-    y0 = sigma if y0 is None else y0
-    if y0.shape != sigma.shape:
-        raise ValueError(f"y0 shape {tuple(y0.shape)} != sigma shape {tuple(sigma.shape)}")
+    if y0 is None:
+        y0 = sigma
+    else:
+        y0 = torch.as_tensor(y0)
+        if y0.shape != sigma.shape:
+            raise ValueError(f"y0 shape {tuple(y0.shape)} != sigma shape {tuple(sigma.shape)}")
+        low, row_low = torch.stack([y0.amin(), y0.sum(1).amin()]).tolist()  # NaN fails both tests
+        if not (low >= 0 and row_low > 0 and bool(torch.isfinite(y0).all())):
+            raise ValueError("y0 must be finite and non-negative with a positive entry in every row")
+    if lam == 0:  # the fairness term is dropped (as in the objective): the prior has no effect
+        prior = uniform_prior(K, sigma)
     # KL(ybar || u) is finite only with ybar_k = 0 where u_k = 0: those classes stay empty and the
     # problem is solved on the others. float64 throughout: the late barrier steps need its precision.
     keep = None if fairness == "reverse_kl" or bool((prior > 0).all()) else prior > 0  # None: all columns

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..losses import check_prior, self_labeling_objective
+from ..losses import check_prior, self_labeling_objective, uniform_prior
 from ._common import _check_sigma, _objective, converged
 
 
@@ -76,7 +76,8 @@ def pgd(
     ("kl"), O(1) in M, so step sizes do not depend on the batch size (Table 1's 1, 10, 20 for
     K=2 and 0.1, 1, 5 for K=20, 200 are on this scale). Each row is projected exactly onto
     the simplex (:func:`proj_simplex`). y0 defaults to sigma; same stopping rule and info
-    keys as :func:`em` ("iterations", "objective", "converged").
+    keys as :func:`em` ("iterations", "objective", "converged"). lam = 0 drops the fairness
+    term, as the objective does, so the prior has no effect then.
 
     ``step="armijo"``: backtracking on the sufficient-decrease condition of projected gradient
     steps, M F(y+) <= M F(y) + <g, y+ - y> + |y+ - y|^2 / (2 t) (Beck & Teboulle 2009), halving t
@@ -89,6 +90,8 @@ def pgd(
     prior = check_prior(prior, K, sigma)
     if fairness not in ("reverse_kl", "kl"):
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
+    if lam == 0:  # the fairness term is dropped (as in the objective): the prior has no effect
+        prior = uniform_prior(K, sigma)
     tiny = torch.finfo(sigma.dtype).tiny
     y = sigma.clone() if y0 is None else y0.to(dtype=sigma.dtype, device=sigma.device).clone()
     # the checked objective on entry also validates y0's shape; the loop uses the unchecked one
