@@ -248,7 +248,7 @@ def test_compiled_cpu_path_takes_the_same_steps_as_the_torch_path(method, case):
         y_c, info_c = _barrier_compiled(*args)
     else:
         # the tightest tolerances at which rounding leaves the two on one path (at 1e-10 the last
-        # iterations differ: 29 against 33 at lam 100, both converged)
+        # iterations differ: 27 against 25 with "kl", both converged)
         tol = {"tight": 1e-9, "huge_lam": 1e-8}.get(case, 1e-6)
         args = (sigma, prior, lam, reverse, sigma, tol, 50, 100.0)
         y_t, info_t = _primal_dual(*args)
@@ -382,11 +382,30 @@ def test_float32_in_float32_out_and_validation():
     assert warm["objective"][-1] == pytest.approx(info["objective"][-1], rel=1e-8)
 
 
+def test_kl_with_a_zero_prior_needs_every_row_on_a_kept_class():
+    """Under KL(ybar || u) the classes with u_k = 0 stay empty: a row of sigma with all its mass
+    there has F = +inf, and a row of y0 there leaves no start; both are errors, not a nan."""
+    sigma = softmax_sigma(50, 4, 3)
+    prior = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
+    y0 = sigma.clone()
+    y0[5] = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=F64)
+    with pytest.raises(ValueError, match="every row of y0 needs a positive entry in a class of positive prior"):
+        interior_point(sigma, 1.0, prior, fairness="kl", y0=y0)
+    bad = sigma.clone()
+    bad[5] = torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=F64)
+    with pytest.raises(ValueError, match="every row of sigma needs a positive entry in a class of positive prior"):
+        interior_point(bad, 1.0, prior, fairness="kl")
+    # with KL(u || ybar), or at lam = 0, those classes are not emptied: both inputs are fine
+    for lam, fairness in ((1.0, "reverse_kl"), (0.0, "kl")):
+        _, info = interior_point(bad, lam, prior, fairness=fairness, y0=y0, tol=1e-9)
+        assert info["converged"] and math.isfinite(info["objective"][-1])
+
+
 @pytest.mark.parametrize("fairness", ["kl", "reverse_kl"])
 def test_lam_zero_drops_the_prior_as_the_objective_does(fairness):
-    """At lam = 0 the objective is mean_i -ln(sigma_i . y_i) whatever the prior (no 0 * inf from a
-    zero entry under KL(ybar || u)): the minimum puts each point on its most likely class,
-    F* = mean_i -ln max_k sigma_ik, zero-prior classes included."""
+    """At lam = 0 the objective is mean_i -ln(sigma_i . y_i) whatever the prior: the minimum puts each
+    point on its most likely class, F* = mean_i -ln max_k sigma_ik, zero-prior classes included
+    (under KL(ybar || u) they were kept empty)."""
     sigma = softmax_sigma(40, 4, 9)
     sigma[:10, 3] += 5.0  # ten points whose most likely class has prior 0
     sigma = sigma / sigma.sum(1, keepdim=True)

@@ -572,7 +572,8 @@ def test_mi_adm_optimal(lam):
 @pytest.mark.parametrize("step", ["armijo", 0.5])
 def test_pgd_lambda_zero_ignores_a_zero_prior(step):
     """lam = 0 drops the fairness term, as in the objective: a zero prior entry under KL(ybar || u)
-    gives no 0 * inf, and PGD reaches F* = mean_i -ln max_k sigma_ik (each point on its argmax)."""
+    no longer makes the gradient 0 * inf = nan (which failed in the simplex projection), and PGD
+    reaches F* = mean_i -ln max_k sigma_ik (each point on its argmax)."""
     sigma = softmax_sigma(20, 4, 8)
     prior = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=F64)
     assert bool((sigma.argmax(1) >= 2).any())  # some points belong to a zero-prior class

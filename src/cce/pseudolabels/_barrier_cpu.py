@@ -15,8 +15,10 @@ reordering a sum over points. Per-point sums are arrays of M accumulated class b
 over all entries adds those M sums.
 
 ``error_model="numpy"``: a division by zero gives inf or nan instead of raising, so the compiler
-can vectorize the loops that divide (about 9% of a y-step); the callers' checks keep every
-divisor positive (sigma . y > 0 for interior y, multipliers kept positive by the step rules).
+can vectorize the loops that divide (about 9% of a y-step). The caller's checks (every row of
+sigma and y0 with a positive entry in the classes solved for) keep y interior and sigma . y > 0, and
+the step rules keep the multipliers positive; where rounding leaves a denominator at 0 late in a
+solve, the nan shows in the objective record.
 
 ``cache=True`` keeps the machine code next to this file (or in numba's user cache where that is
 read-only), so only the first process that uses it pays the compilation (some seconds).
