@@ -170,7 +170,9 @@ def test_primal_dual_ends_at_its_lowest_objective_at_the_limits_of_precision(met
     """At tol 1e-13 (lam 1e4 for the one-hot rows) the solve loses accuracy before the gap bound
     meets tol, and a step's slope can come out >= 0. Such steps once raised F from 0.034 to 0.79 and
     1.16 (one-hot rows) and from 0.3552 to 0.57 (Appendix C); now the method takes only steps that do
-    not raise its merit and stops when there is none, leaving the rest to the barrier."""
+    not raise its merit and stops when there is none, leaving the rest to the barrier. (From the
+    start mixed PRIMAL_DUAL_START_MIX with uniform, taking such steps fails three of the six cases:
+    softmax with both versions, Appendix C with torch.)"""
     sigma, lam = {"one_hot": (torch.nn.functional.one_hot(torch.arange(30) % 4, 4).to(F64), 1e4),
                   "appendix_c": (appendix_c_sigma(), 1e4), "softmax": (softmax_sigma(250, 10, 0), 100.0)}[case]
     K = sigma.shape[1]

@@ -7,7 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from ..losses import _objective_unchecked
+from ..losses import _objective_unchecked, check_prior, uniform_prior
+
+
+def _solver_prior(prior, K: int, sigma: Tensor, lam: float) -> Tensor:
+    """``check_prior``, then uniform where lam = 0: the objective drops the fairness term there, so
+    the prior has no effect, and a zero entry would give 0 * inf in the gradient of KL(ybar || u)."""
+    prior = check_prior(prior, K, sigma)
+    return uniform_prior(K, sigma) if lam == 0 else prior
 
 
 def converged(f_prev: float, f: float, tol: float) -> bool:

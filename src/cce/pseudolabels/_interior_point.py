@@ -51,8 +51,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..losses import check_prior, uniform_prior
-from ._common import _check_sigma
+from ._common import _check_sigma, _solver_prior
 from ._dual import dual_bound
 
 __all__ = ["interior_point"]
@@ -187,7 +186,7 @@ def interior_point(
     """
     sigma = _check_sigma(sigma, lam)
     K = sigma.shape[1]
-    prior = check_prior(prior, K, sigma)
+    prior = _solver_prior(prior, K, sigma, lam)
     if fairness not in ("reverse_kl", "kl"):
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
     if bool((sigma.sum(1) <= 0).any()):
@@ -201,8 +200,6 @@ def interior_point(
         low, row_low = torch.stack([y0.amin(), y0.sum(1).amin()]).tolist()  # NaN fails both tests
         if not (low >= 0 and row_low > 0 and bool(torch.isfinite(y0).all())):
             raise ValueError("y0 must be finite and non-negative with a positive entry in every row")
-    if lam == 0:  # the fairness term is dropped (as in the objective): the prior has no effect
-        prior = uniform_prior(K, sigma)
     # KL(ybar || u) is finite only with ybar_k = 0 where u_k = 0: those classes stay empty and the
     # problem is solved on the others. float64 throughout: the late barrier steps need its precision.
     keep = None if fairness == "reverse_kl" or bool((prior > 0).all()) else prior > 0  # None: all columns

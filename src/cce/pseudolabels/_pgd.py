@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..losses import check_prior, self_labeling_objective, uniform_prior
-from ._common import _check_sigma, _objective, converged
+from ..losses import self_labeling_objective
+from ._common import _check_sigma, _objective, _solver_prior, converged
 
 
 def proj_simplex_sort(v: Tensor) -> Tensor:
@@ -87,11 +87,9 @@ def pgd(
     """
     sigma = _check_sigma(sigma, lam)
     M, K = sigma.shape
-    prior = check_prior(prior, K, sigma)
+    prior = _solver_prior(prior, K, sigma, lam)
     if fairness not in ("reverse_kl", "kl"):
         raise ValueError(f"fairness must be 'reverse_kl' or 'kl', got {fairness!r}")
-    if lam == 0:  # the fairness term is dropped (as in the objective): the prior has no effect
-        prior = uniform_prior(K, sigma)
     tiny = torch.finfo(sigma.dtype).tiny
     y = sigma.clone() if y0 is None else y0.to(dtype=sigma.dtype, device=sigma.device).clone()
     # the checked objective on entry also validates y0's shape; the loop uses the unchecked one
