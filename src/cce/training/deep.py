@@ -15,6 +15,18 @@ One loop serves every method. Per batch of images (uint8, kept on the device):
 The methods, their losses and options are in :mod:`cce.training.deep_methods`; checkpoints in
 :mod:`cce.training.checkpoints`.
 
+Where things live in this module, in the order :func:`train_deep` calls them:
+
+- the run's settings, read only: :class:`RunSetup` (:func:`_setup`: input checks, images on the
+  device, augmentation, the identity that a checkpoint must match);
+- the run's state, what a checkpoint holds: :class:`RunState` (:func:`initial_state`,
+  :func:`build_model`, :func:`_resume`, :meth:`RunState.checkpoint`). A start of the network
+  (an initialization that reads the data) goes in :func:`initial_state`, right after :func:`build_model`;
+- the label step: :func:`_relabel_all` (labels of every image, SeLa) and :func:`_batch_labels`
+  (Algorithm 1's y-step on a batch);
+- one epoch of steps: :func:`train_epoch`, which cuts the epoch into batches (:func:`_epoch_batches`:
+  the data order and Table 4's labelled images) and takes one :func:`_train_step` per batch;
+- evaluation and the record: :func:`_evaluate` (curves, timings), :func:`_progress_line`, :func:`_info`.
 
 After every epoch the predictions on the un-augmented images (batch norm in eval mode)
 give the curves (loss, accuracy, NMI, ARI, clusters used), and a checkpoint is written
@@ -47,6 +59,7 @@ import hashlib
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +178,7 @@ def predict_probs(model: nn.Module, images: Tensor, aug: SelfAugmentation, batch
 
 
 # ----------------------------------------------------------------------------
-# The training loop
+# The run's settings (read only) and its state (what a checkpoint holds)
 # ----------------------------------------------------------------------------
 def _resolve_auto(options: dict[str, Any], dataset: str | None, channels: int) -> dict[str, bool]:
     flip = options["flip"]
@@ -191,6 +204,373 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(order_seed) >> 1, int(aug_seed) >> 1
 
 
+@dataclass
+class Targets:
+    """Per-image targets on the device (Table 4, Figure 2) and how a step draws the labelled images."""
+
+    supervision: Supervision
+    targets: Tensor  # (N, K) float32
+    labelled: Tensor | None  # (M,) indices of the labelled images; None: every image carries a target
+    per_step: int  # labelled images of a step's separate labelled batch (0: none, see labelled_batch)
+
+
+@dataclass
+class RunSetup:
+    """What a run reads and never changes: the method and its options, the data on the device, the identity."""
+
+    spec: DeepMethod
+    opts: dict[str, Any]
+    seed: int
+    n_clusters: int
+    device: torch.device
+    network: str
+    image_shape: tuple[int, ...]  # (H, W) or (H, W, C), as the network registry reads it
+    X: Tensor  # (N, C, H, W) uint8 training images
+    aug: SelfAugmentation
+    eval_X: Tensor  # the images of the curves: X, or the separate evaluation set
+    eval_y: np.ndarray | None
+    targets: Targets | None
+    identity: dict[str, Any]  # method, seed, options, data: a checkpoint of another run is refused
+    progress: bool
+
+    @property
+    def batch_size(self) -> int:
+        return min(int(self.opts["batch_size"]), self.X.shape[0])
+
+    @property
+    def n_views(self) -> int:
+        return int(self.opts["n_views"])
+
+    @property
+    def own_term(self) -> bool:
+        """Whether the method's self-labeling loss is trained (not for targets-only methods, self_weight 0)."""
+        t = self.targets
+        return self.spec.name not in SUPERVISED_METHODS and (t is None or t.supervision.self_weight != 0)
+
+    def predict(self, model: nn.Module, images: Tensor) -> Tensor:
+        return predict_probs(model, images, self.aug, int(self.opts["eval_batch_size"]), self.opts["precision"])
+
+
+@dataclass
+class RunState:
+    """What changes during a run; :meth:`checkpoint` is what a resumed run needs to continue identically."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]  # order, augment (and labelled): the run's own random streams
+    method_state: dict[str, Any]  # the solvers' settings (lam as they read it); rebuilt from the options
+    curves: dict[str, list]
+    timing: dict[str, list]
+    epoch: int = 0  # finished epochs
+    step: int = 0  # finished steps, over all epochs
+    train_time: float = 0.0
+    resumed_at: list[int] = field(default_factory=list)
+    y_all: Tensor | None = None  # epoch-scope labels of every training image (SeLa), (N, K)
+    probs: Tensor | None = None  # the current model's predictions on the training images, when known
+
+    def checkpoint(self, identity: dict[str, Any]) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "identity": identity, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(self.generators), "curves": self.curves, "timing": self.timing,
+                "y_all": self.y_all.cpu() if self.y_all is not None else None,
+                "train_time_s": self.train_time, "resumed_at": self.resumed_at}
+
+    def restore(self, ck: dict[str, Any], device: torch.device) -> None:
+        # load_state_dict moves each tensor to its parameter's device (Adam's step counters stay on the
+        # CPU, as Adam expects); the RNG states are CPU tensors
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"], self.generators)
+        self.curves, self.timing = ck["curves"], ck["timing"]
+        self.epoch, self.train_time = int(ck["epoch"]), float(ck["train_time_s"])
+        self.step = int(ck.get("step", 0))
+        self.resumed_at = list(ck["resumed_at"]) + [self.epoch]
+        self.y_all = ck["y_all"].to(device) if ck["y_all"] is not None else None
+
+
+def _setup(images: np.ndarray, n_clusters: int, method: str, seed: int, options: dict[str, Any] | None,
+           y_true: np.ndarray | None, dataset: str | None, pixel_max: float, supervision: Supervision | None,
+           network: str, eval_images: np.ndarray | None, eval_labels: np.ndarray | None,
+           progress: bool) -> RunSetup:
+    """Check the inputs, put the images on the device, build the augmentation and the run's identity."""
+    spec = get_deep_method(method)
+    opts = spec.options(options)
+    device = resolve_device(opts["device"])
+    if opts["precision"] not in ("float32", "bf16"):
+        raise DeepRunError(f"precision must be 'float32' or 'bf16', got {opts['precision']!r}")
+    if int(opts["n_views"]) < 1 or (spec.name == "iic" and int(opts["n_views"]) < 2):
+        raise DeepRunError(f"n_views must be >= 1 (>= 2 for iic), got {opts['n_views']}")
+    if images.dtype != np.uint8:
+        raise DeepRunError(f"images must be uint8, got {images.dtype}")
+    arch_shape = images.shape[1:]
+    if network not in NETWORKS:
+        raise DeepRunError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
+    try:
+        if network != "resnet18":
+            architecture_for(arch_shape)
+    except ValueError as err:
+        raise DeepRunError(str(err)) from None
+    sup = _check_supervision(spec, supervision, images.shape[0], n_clusters)
+    if eval_images is not None and (eval_images.shape[1:] != arch_shape or eval_images.dtype != np.uint8):
+        raise DeepRunError(f"eval_images must be uint8 of shape (M, {', '.join(map(str, arch_shape))}), "
+                           f"got {eval_images.dtype} {eval_images.shape}")
+
+    X_np = np.ascontiguousarray(_channels_first(images))
+    auto = _resolve_auto(opts, dataset, X_np.shape[1])
+    aug = SelfAugmentation(X_np.shape[1], flip=auto["flip"], rotation=float(opts["rotation"]), color=auto["color"],
+                           pixel_max=pixel_max)
+    X = torch.from_numpy(X_np).to(device)  # uint8 on the device: 47 MB for MNIST, 184 MB for CIFAR10
+    identity = {"method": spec.name, "seed": int(seed), "n_clusters": int(n_clusters),
+                "data": data_fingerprint(images, y_true),
+                "options": {k: v for k, v in opts.items() if k != "device"}}
+    # targets, network, evaluation set: in the identity only when used, so older checkpoints stay valid
+    eval_X, eval_y = X, y_true
+    if eval_images is not None:
+        eval_X = torch.from_numpy(np.ascontiguousarray(_channels_first(eval_images))).to(device)
+        eval_y = eval_labels
+        identity["eval_data"] = data_fingerprint(eval_images, eval_labels)
+    if network != "auto":
+        identity["network"] = network
+    targets = None
+    if sup is not None:
+        identity["supervision"] = sup.fingerprint()
+        targets = _targets_on_device(sup, opts, device)
+    return RunSetup(spec, opts, int(seed), int(n_clusters), device, network, tuple(arch_shape), X, aug, eval_X,
+                    eval_y, targets, identity, progress)
+
+
+def _targets_on_device(sup: Supervision, opts: dict[str, Any], device: torch.device) -> Targets:
+    T = torch.from_numpy(np.asarray(sup.targets, dtype=np.float32)).to(device)
+    if sup.mask is None:
+        return Targets(sup, T, None, 0)
+    labelled = torch.from_numpy(np.flatnonzero(sup.mask)).to(device)
+    return Targets(sup, T, labelled, min(int(sup.batch_size or opts["batch_size"]), labelled.numel()))
+
+
+def build_model(setup: RunSetup) -> nn.Module:
+    """The network of ``setup.network`` for the images, behind the data set's standardization; seeded by the run."""
+    torch.manual_seed(setup.seed)
+    mean, std = _channel_stats(setup.X, setup.aug.pixel_max)
+    try:
+        net = build_network(setup.network, setup.image_shape, setup.n_clusters)
+    except ValueError as err:
+        raise DeepRunError(str(err)) from None
+    return nn.Sequential(Standardize(mean, std), net).to(setup.device)
+
+
+def initial_state(setup: RunSetup) -> RunState:
+    """A fresh run: the model (:func:`build_model`), Adam (Appendix F), the random streams, an empty record.
+
+    A start of the network (an initialization that reads the data) belongs right after ``build_model``,
+    before the optimizer is made.
+    """
+    model = build_model(setup)
+    opts = setup.opts
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
+    order_seed, aug_seed = _seeds(setup.seed)
+    generators = {"order": torch.Generator().manual_seed(order_seed),
+                  "augment": torch.Generator().manual_seed(aug_seed)}
+    if setup.targets is not None:
+        # the labelled stream's own generator: "seeds_only" and the self-labeling methods see the same
+        # labelled batches at one seed; seeded from the data order's seed, shifted
+        generators["labelled"] = torch.Generator().manual_seed(order_seed ^ 0x5EED)
+    curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "n_clusters_nonempty": []}
+    if setup.eval_y is not None:
+        curves.update(accuracy=[], nmi=[], ari=[])
+        if setup.targets is not None:
+            curves["hungarian_accuracy"] = []
+    timing: dict[str, list] = {"epoch_s": [], "augment_s": [], "label_s": [], "network_s": [], "eval_s": []}
+    return RunState(model, optimizer, generators, setup.spec.make_state(opts, setup.batch_size), curves, timing)
+
+
+def _resume(setup: RunSetup, state: RunState, checkpoint: Path | str) -> None:
+    """Continue from ``checkpoint`` if it is this run's; another run's is ignored with a message."""
+    ck = load_checkpoint(checkpoint)  # on the CPU first
+    if ck.get("format") != CHECKPOINT_FORMAT or ck.get("identity") != setup.identity:
+        print(f"checkpoint {checkpoint} belongs to another run (method, seed, options or data differ); "
+              "starting from scratch", file=sys.stderr)
+        return
+    state.restore(ck, setup.device)
+    if setup.progress:
+        print(f"resuming {setup.spec.name} seed {setup.seed} from {checkpoint} after epoch {state.epoch}",
+              file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------
+# The label step: pseudo-labels of the whole data set (SeLa) or of a batch (Algorithm 1)
+# ----------------------------------------------------------------------------
+def _relabel_all(setup: RunSetup, state: RunState) -> float:
+    """SeLa's labels of every training image from the current model, when its schedule says so; seconds spent."""
+    spec, opts = setup.spec, setup.opts
+    if spec.label_scope != "epoch":
+        return 0.0
+    if not (state.y_all is None or state.epoch % int(opts.get("label_every", 1)) == 0):
+        return 0.0
+    t0 = time.perf_counter()
+    if state.probs is None:
+        state.probs = setup.predict(state.model, setup.X)
+    state.y_all, _ = spec.base.label_step(state.probs, state.method_state)
+    _sync(setup.device)
+    return time.perf_counter() - t0
+
+
+def _batch_labels(setup: RunSetup, state: RunState, view_logits: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Algorithm 1's y-step on a batch: (y (B, K), the view mixture's log sigma (B, K), solver iterations)."""
+    mixture = losses.view_mixture_logits(view_logits)  # the labels' and the loss's sigma
+    y, info = setup.spec.base.label_step(mixture.detach().exp(), state.method_state)
+    return y, mixture, int(info.get("iterations", 0))
+
+
+# ----------------------------------------------------------------------------
+# One epoch of training steps
+# ----------------------------------------------------------------------------
+@dataclass
+class EpochStats:
+    losses: list = field(default_factory=list)  # each step's loss (detached)
+    label_iterations: list = field(default_factory=list)  # each batch y-step's solver iterations
+    augment_s: float = 0.0
+    label_s: float = 0.0
+    train_s: float = 0.0  # the whole epoch of steps, label and augmentation time included
+
+
+def _epoch_batches(setup: RunSetup, state: RunState) -> list[tuple[Tensor, Tensor | None]]:
+    """The epoch's steps: (indices of a batch of all images (B,), indices of its targets' images or None).
+
+    A new random order of all images every epoch; a lone last image is dropped (it cannot express
+    fairness). With a labelled subset, every step also gets ``per_step`` labelled images cycled through
+    fresh permutations of the labelled set, back to back (the module docstring says why).
+    """
+    N, B = setup.X.shape[0], setup.batch_size
+    order = torch.randperm(N, generator=state.generators["order"]).to(setup.device)
+    batches = [order[i : i + B] for i in range(0, N, B) if min(B, N - i) >= 2]
+    t = setup.targets
+    if t is None:
+        return [(idx, None) for idx in batches]
+    if t.labelled is None:
+        return [(idx, idx) for idx in batches]
+    L, M = t.per_step, t.labelled.numel()
+    n_perm = -(-len(batches) * L // M)
+    lab_order = torch.cat([torch.randperm(M, generator=state.generators["labelled"])
+                           for _ in range(n_perm)]).to(setup.device)
+    return [(idx, t.labelled[lab_order[s * L : (s + 1) * L]]) for s, idx in enumerate(batches)]
+
+
+def _train_step(setup: RunSetup, state: RunState, idx: Tensor, lab: Tensor | None, stats: EpochStats) -> None:
+    """One Adam step on the batch ``idx`` (and the targets of the images ``lab``), in one forward pass."""
+    spec, t, V, K = setup.spec, setup.targets, setup.n_views, setup.n_clusters
+    separate = t is not None and t.labelled is not None  # a labelled batch beside the batch of all images
+    parts = ([idx] if setup.own_term or not separate else []) + ([lab] if separate else [])
+    sizes = [p.numel() for p in parts]
+    t0 = time.perf_counter()
+    views = setup.aug(setup.X[torch.cat(parts)], state.generators["augment"], V)
+    _sync(setup.device)
+    stats.augment_s += time.perf_counter() - t0
+    with _amp(setup.device, setup.opts["precision"]):
+        logits = state.model(views)
+    all_logits = logits.float().view(V, sum(sizes), K)
+    view_logits = all_logits[:, : sizes[0]] if setup.own_term or not separate else None
+    target_logits = None if t is None else all_logits[:, -sizes[-1]:]
+    y = mixture = None
+    if setup.own_term and spec.base is not None:
+        if spec.label_scope == "batch":
+            t0 = time.perf_counter()
+            y, mixture, iterations = _batch_labels(setup, state, view_logits)
+            _sync(setup.device)
+            stats.label_s += time.perf_counter() - t0
+            stats.label_iterations.append(iterations)
+        else:
+            y = state.y_all[idx]
+    sup = None if t is None else t.supervision
+    loss = batch_loss(spec, state.method_state, view_logits, y, target_logits, None if t is None else t.targets[lab],
+                      "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight,
+                      mixture=mixture)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.step += 1
+    stats.losses.append(loss.detach())
+
+
+def train_epoch(setup: RunSetup, state: RunState) -> EpochStats:
+    """One pass over the training images: SeLa's label step when due, then one Adam step per batch."""
+    _sync(setup.device)
+    t_epoch = time.perf_counter()
+    stats = EpochStats()
+    state.model.train()
+    stats.label_s += _relabel_all(setup, state)
+    for idx, lab in _epoch_batches(setup, state):
+        _train_step(setup, state, idx, lab, stats)
+    _sync(setup.device)
+    stats.train_s = time.perf_counter() - t_epoch
+    return stats
+
+
+# ----------------------------------------------------------------------------
+# Evaluation and the record
+# ----------------------------------------------------------------------------
+def _evaluate(setup: RunSetup, state: RunState, stats: EpochStats) -> Tensor:
+    """The epoch's predictions on the evaluation images (N_eval, K), appended to the curves and timings."""
+    from ..metrics import clustering_scores
+
+    t0 = time.perf_counter()
+    eval_probs = setup.predict(state.model, setup.eval_X)
+    state.probs = eval_probs if setup.eval_X is setup.X else None  # SeLa's labels need the training images'
+    pred = eval_probs.argmax(-1).cpu().numpy()
+    t_eval = time.perf_counter() - t0
+    curves, timing = state.curves, state.timing
+    curves["epoch"].append(state.epoch + 1)
+    curves["loss"].append(float(torch.stack(stats.losses).double().mean()) if stats.losses else math.nan)
+    curves["label_iterations"].append(float(np.mean(stats.label_iterations)) if stats.label_iterations else 0.0)
+    curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
+    if setup.eval_y is not None:
+        scores = clustering_scores(setup.eval_y, pred)
+        if setup.targets is not None:  # trained on labels: the classes are known, accuracy needs no matching
+            scores = {**scores, "hungarian_accuracy": scores["accuracy"],
+                      "accuracy": float(np.mean(pred == np.asarray(setup.eval_y)))}
+            curves["hungarian_accuracy"].append(scores["hungarian_accuracy"])
+        for key in ("accuracy", "nmi", "ari"):
+            curves[key].append(scores[key])
+    timing["epoch_s"].append(stats.train_s + t_eval)
+    timing["augment_s"].append(stats.augment_s)
+    timing["label_s"].append(stats.label_s)
+    timing["network_s"].append(stats.train_s - stats.augment_s - stats.label_s)
+    timing["eval_s"].append(t_eval)
+    state.train_time += stats.train_s + t_eval
+    state.epoch += 1
+    return eval_probs
+
+
+def _progress_line(setup: RunSetup, state: RunState) -> str:
+    c, t = state.curves, state.timing
+    line = (f"{setup.spec.name} seed {setup.seed} epoch {state.epoch}/{setup.opts['epochs']} loss {c['loss'][-1]:.4f} "
+            f"clusters {c['n_clusters_nonempty'][-1]}")
+    if setup.eval_y is not None:
+        line += f" acc {c['accuracy'][-1]:.4f}"
+    return line + (f" {t['epoch_s'][-1]:.1f} s (augment {t['augment_s'][-1]:.1f}, labels {t['label_s'][-1]:.1f}, "
+                   f"network {t['network_s'][-1]:.1f}, eval {t['eval_s'][-1]:.1f})")
+
+
+def _info(setup: RunSetup, state: RunState) -> dict[str, Any]:
+    c = state.curves
+    return {
+        "device": str(setup.device),
+        "precision": setup.opts["precision"],
+        "torch_threads": torch.get_num_threads(),
+        "curves": c,
+        "timing": state.timing,
+        "losses": {"network_loss": c["loss"][-1] if c["loss"] else math.nan},
+        "train_time_s": state.train_time,
+        "resumed_at_epochs": state.resumed_at,
+        "lam_effective": state.method_state.get("lam"),
+        "augmentation": setup.aug.settings,
+        "architecture": network_name(state.model[1]),
+        "data_sha256": setup.identity["data"],
+    }
+
+
+# ----------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------
 def train_deep(
     images: np.ndarray,
     n_clusters: int,
@@ -222,226 +602,24 @@ def train_deep(
     Returns the cluster of every image (N,), or of every evaluation image (M,), and an
     info dict (curves, timing, device).
     """
-    from ..metrics import clustering_scores
-
-    spec = get_deep_method(method)
-    opts = spec.options(options)
-    device = resolve_device(opts["device"])
-    if opts["precision"] not in ("float32", "bf16"):
-        raise DeepRunError(f"precision must be 'float32' or 'bf16', got {opts['precision']!r}")
-    if int(opts["n_views"]) < 1 or (spec.name == "iic" and int(opts["n_views"]) < 2):
-        raise DeepRunError(f"n_views must be >= 1 (>= 2 for iic), got {opts['n_views']}")
-    if images.dtype != np.uint8:
-        raise DeepRunError(f"images must be uint8, got {images.dtype}")
-    arch_shape = images.shape[1:]
-    if network not in NETWORKS:
-        raise DeepRunError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
-    try:
-        if network != "resnet18":
-            architecture_for(arch_shape)
-    except ValueError as err:
-        raise DeepRunError(str(err)) from None
-    sup = _check_supervision(spec, supervision, images.shape[0], n_clusters)
-    if eval_images is not None and (eval_images.shape[1:] != arch_shape or eval_images.dtype != np.uint8):
-        raise DeepRunError(f"eval_images must be uint8 of shape (M, {', '.join(map(str, arch_shape))}), "
-                           f"got {eval_images.dtype} {eval_images.shape}")
-
-    X_np = np.ascontiguousarray(_channels_first(images))
-    N, C = X_np.shape[:2]
-    fingerprint = data_fingerprint(images, y_true)
-    auto = _resolve_auto(opts, dataset, C)
-    aug = SelfAugmentation(C, flip=auto["flip"], rotation=float(opts["rotation"]), color=auto["color"],
-                           pixel_max=pixel_max)
-    X = torch.from_numpy(X_np).to(device)  # uint8 on the device: 47 MB for MNIST, 184 MB for CIFAR10
-    batch_size = min(int(opts["batch_size"]), N)
-    V = int(opts["n_views"])
-
-    torch.manual_seed(seed)
-    mean, std = _channel_stats(X, pixel_max)
-    try:
-        net = build_network(network, arch_shape, n_clusters)
-    except ValueError as err:
-        raise DeepRunError(str(err)) from None
-    model = nn.Sequential(Standardize(mean, std), net).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
-    state = spec.make_state(opts, batch_size)
-    order_seed, aug_seed = _seeds(seed)
-    generators = {"order": torch.Generator().manual_seed(order_seed),
-                  "augment": torch.Generator().manual_seed(aug_seed)}
-
-    identity = {"method": spec.name, "seed": int(seed), "n_clusters": int(n_clusters), "data": fingerprint,
-                "options": {k: v for k, v in opts.items() if k != "device"}}
-    # --- targets, network, evaluation set (only in the identity when used: old checkpoints stay valid)
-    EX, Ey = X, y_true
-    labelled, L = None, 0  # indices of the images with targets when only some have them; per step
-    if eval_images is not None:
-        EX = torch.from_numpy(np.ascontiguousarray(_channels_first(eval_images))).to(device)
-        Ey = eval_labels
-        identity["eval_data"] = data_fingerprint(eval_images, eval_labels)
-    if network != "auto":
-        identity["network"] = network
-    if sup is not None:
-        identity["supervision"] = sup.fingerprint()
-        T = torch.from_numpy(np.asarray(sup.targets, dtype=np.float32)).to(device)
-        if sup.mask is not None:
-            labelled = torch.from_numpy(np.flatnonzero(sup.mask)).to(device)
-            L = min(int(sup.batch_size or opts["batch_size"]), labelled.numel())
-        # the labelled stream's own generator: "seeds_only" and the self-labeling methods see the same
-        # labelled batches at one seed; seeded from the data order's seed, shifted
-        generators["labelled"] = torch.Generator().manual_seed(order_seed ^ 0x5EED)
-    own_term = spec.name not in SUPERVISED_METHODS and (sup is None or sup.self_weight != 0)
-    # ---
-    curves: dict[str, list] = {"epoch": [], "loss": [], "label_iterations": [], "n_clusters_nonempty": []}
-    if Ey is not None:
-        curves.update(accuracy=[], nmi=[], ari=[])
-        if sup is not None:
-            curves["hungarian_accuracy"] = []
-    timing: dict[str, list] = {"epoch_s": [], "augment_s": [], "label_s": [], "network_s": [], "eval_s": []}
-    start_epoch, train_time, resumed_at = 0, 0.0, []
-    y_all: Tensor | None = None
-
+    setup = _setup(images, n_clusters, method, seed, options, y_true, dataset, pixel_max, supervision, network,
+                   eval_images, eval_labels, progress)
+    state = initial_state(setup)
     if checkpoint is not None and Path(checkpoint).is_file():
-        # on the CPU first: load_state_dict moves each tensor to its parameter's device (Adam's
-        # step counters stay on the CPU, as Adam expects), the RNG states must be CPU tensors
-        ck = load_checkpoint(checkpoint)
-        if ck.get("format") != CHECKPOINT_FORMAT or ck.get("identity") != identity:
-            print(f"checkpoint {checkpoint} belongs to another run (method, seed, options or data differ); "
-                  "starting from scratch", file=sys.stderr)
-        else:
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            set_rng_state(ck["rng"], generators)
-            curves, timing = ck["curves"], ck["timing"]
-            start_epoch, train_time = int(ck["epoch"]), float(ck["train_time_s"])
-            resumed_at = list(ck["resumed_at"]) + [start_epoch]
-            y_all = ck["y_all"].to(device) if ck["y_all"] is not None else None
-            if progress:
-                print(f"resuming {spec.name} seed {seed} from {checkpoint} after epoch {start_epoch}",
-                      file=sys.stderr, flush=True)
-
-    probs: Tensor | None = None  # predictions of the current model on all images, when known
-    eval_probs: Tensor | None = None  # on the evaluation images, after the last epoch that ran
-    n_steps = sum(1 for i in range(0, N, batch_size) if min(batch_size, N - i) >= 2)  # steps per epoch
-    amp = _amp(device, opts["precision"])
-    label_every = int(opts.get("label_every", 1))
-    model.train()
-    for epoch in range(start_epoch, opts["epochs"]):
-        _sync(device)
-        t_epoch = time.perf_counter()
-        t_aug = t_label = 0.0
-        if spec.label_scope == "epoch" and (y_all is None or epoch % label_every == 0):
-            t0 = time.perf_counter()
-            if probs is None:
-                probs = predict_probs(model, X, aug, int(opts["eval_batch_size"]), opts["precision"])
-            y_all, _ = spec.base.label_step(probs, state)
-            _sync(device)
-            t_label += time.perf_counter() - t0
-        order = torch.randperm(N, generator=generators["order"]).to(device)
-        if sup is not None and labelled is not None:
-            # the epoch's labelled batches: fresh permutations of the labelled set, back to back
-            n_perm = -(-n_steps * L // labelled.numel())
-            lab_order = torch.cat([torch.randperm(labelled.numel(), generator=generators["labelled"])
-                                   for _ in range(n_perm)]).to(device)
-        batch_losses, label_iters = [], []
-        for step, i in enumerate(range(0, N, batch_size)):
-            idx = order[i : i + batch_size]
-            B = idx.numel()
-            if B < 2:  # a lone image cannot express fairness
-                continue
-            lab = None if sup is None else idx if labelled is None else labelled[lab_order[step * L:(step + 1) * L]]
-            # one forward pass: the batch of all images (unless no term uses it), then a separate labelled one
-            parts = ([idx] if own_term or labelled is None else []) + ([lab] if labelled is not None else [])
-            sizes = [p.numel() for p in parts]
-            t0 = time.perf_counter()
-            views = aug(X[torch.cat(parts)], generators["augment"], V)
-            _sync(device)
-            t_aug += time.perf_counter() - t0
-            with amp:
-                logits = model(views)
-            all_logits = logits.float().view(V, sum(sizes), n_clusters)
-            view_logits = all_logits[:, : sizes[0]] if own_term or labelled is None else None
-            target_logits = None if sup is None else all_logits[:, -sizes[-1]:]
-            y = mixture = None
-            if own_term and spec.base is not None:
-                if spec.label_scope == "batch":
-                    t0 = time.perf_counter()
-                    mixture = losses.view_mixture_logits(view_logits)  # the labels' and the loss's sigma
-                    y, label_info = spec.base.label_step(mixture.detach().exp(), state)
-                    _sync(device)
-                    t_label += time.perf_counter() - t0
-                    label_iters.append(label_info.get("iterations", 0))
-                else:
-                    y = y_all[idx]
-            loss = batch_loss(spec, state, view_logits, y, target_logits, None if sup is None else T[lab],
-                              "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight,
-                              mixture=mixture)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch_losses.append(loss.detach())
-        _sync(device)
-        t_train = time.perf_counter() - t_epoch
-
-        t0 = time.perf_counter()
-        eval_probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
-        probs = eval_probs if eval_images is None else None  # SeLa's labels need the training images'
-        pred = eval_probs.argmax(-1).cpu().numpy()
-        t_eval = time.perf_counter() - t0
-        curves["epoch"].append(epoch + 1)
-        curves["loss"].append(float(torch.stack(batch_losses).double().mean()) if batch_losses else math.nan)
-        curves["label_iterations"].append(float(np.mean(label_iters)) if label_iters else 0.0)
-        curves["n_clusters_nonempty"].append(int(np.unique(pred).size))
-        if Ey is not None:
-            scores = clustering_scores(Ey, pred)
-            if sup is not None:  # trained on labels: the classes are known, accuracy needs no matching
-                scores = {**scores, "hungarian_accuracy": scores["accuracy"],
-                          "accuracy": float(np.mean(pred == np.asarray(Ey)))}
-                curves["hungarian_accuracy"].append(scores["hungarian_accuracy"])
-            for key in ("accuracy", "nmi", "ari"):
-                curves[key].append(scores[key])
-        timing["epoch_s"].append(t_train + t_eval)
-        timing["augment_s"].append(t_aug)
-        timing["label_s"].append(t_label)
-        timing["network_s"].append(t_train - t_aug - t_label)
-        timing["eval_s"].append(t_eval)
-        train_time += t_train + t_eval
+        _resume(setup, state, checkpoint)
+    eval_probs = None  # on the evaluation images, after the last epoch that ran here
+    while state.epoch < setup.opts["epochs"]:
+        stats = train_epoch(setup, state)  # label step when due, one Adam step per batch
+        eval_probs = _evaluate(setup, state, stats)  # curves and timings of the epoch
         if progress:
-            line = (f"{spec.name} seed {seed} epoch {epoch + 1}/{opts['epochs']} loss {curves['loss'][-1]:.4f} "
-                    f"clusters {curves['n_clusters_nonempty'][-1]}")
-            if Ey is not None:
-                line += f" acc {curves['accuracy'][-1]:.4f}"
-            line += (f" {t_train + t_eval:.1f} s (augment {t_aug:.1f}, labels {t_label:.1f}, "
-                     f"network {t_train - t_aug - t_label:.1f}, eval {t_eval:.1f})")
-            print(line, file=sys.stderr, flush=True)
+            print(_progress_line(setup, state), file=sys.stderr, flush=True)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": rng_state(generators), "curves": curves, "timing": timing,
-                "y_all": y_all.cpu() if y_all is not None else None,
-                "train_time_s": train_time, "resumed_at": resumed_at,
-            })
-        if stop_after_epoch is not None and epoch + 1 == stop_after_epoch and epoch + 1 < opts["epochs"]:
-            raise TrainingStopped(epoch + 1, Path(checkpoint) if checkpoint is not None else None)
-
+            save_checkpoint(checkpoint, state.checkpoint(setup.identity))
+        if stop_after_epoch is not None and state.epoch == stop_after_epoch and state.epoch < setup.opts["epochs"]:
+            raise TrainingStopped(state.epoch, Path(checkpoint) if checkpoint is not None else None)
     if eval_probs is None:  # resumed from a finished checkpoint: no epoch ran here
-        eval_probs = predict_probs(model, EX, aug, int(opts["eval_batch_size"]), opts["precision"])
-    pred = eval_probs.argmax(-1).cpu().numpy()
-    info = {
-        "device": str(device),
-        "precision": opts["precision"],
-        "torch_threads": torch.get_num_threads(),
-        "curves": curves,
-        "timing": timing,
-        "losses": {"network_loss": curves["loss"][-1] if curves["loss"] else math.nan},
-        "train_time_s": train_time,
-        "resumed_at_epochs": resumed_at,
-        "lam_effective": state.get("lam"),
-        "augmentation": aug.settings,
-        "architecture": network_name(model[1]),
-        "data_sha256": fingerprint,
-    }
-    return pred, info
+        eval_probs = setup.predict(state.model, setup.eval_X)
+    return eval_probs.argmax(-1).cpu().numpy(), _info(setup, state)
 
 
 def _check_supervision(spec: DeepMethod, sup: Supervision | None, N: int, K: int) -> Supervision | None:
