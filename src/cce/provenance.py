@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .lock import lock_provenance
+
 
 def library_versions(*extra: str) -> dict[str, str]:
     """Versions of Python, numpy, scipy, scikit-learn, torch, torchvision, this library and the ``extra`` packages."""
@@ -63,10 +65,12 @@ def run_record(*, experiment: str, dataset: str | None, method: str, seed: int, 
 
 
 def run_provenance(*extra: str) -> dict[str, object]:
-    """A run record's fields that say what made it: versions (with ``extra`` packages), git commit,
-    host, platform and the time (UTC)."""
+    """A run record's fields that say what made it: versions (with ``extra`` packages), the environment
+    lock it ran under (:func:`cce.lock.lock_provenance`: its SHA-256, and whether the installed versions
+    match it), git commit, host, platform and the time (UTC)."""
     return {
         "versions": library_versions(*extra),
+        "lock": lock_provenance(),
         "git_commit": git_commit(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
