@@ -1,4 +1,4 @@
-"""The deep runs' ``start`` option (cce.training.starts): what each start does, every method takes it, resume keeps it."""
+"""The deep runs' ``start`` option (cce.training.starts): what each start does, every method takes it once, resume."""
 
 import pytest
 import torch
