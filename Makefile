@@ -29,6 +29,7 @@ help:
 	@echo "make lint   snakemake --lint"
 	@echo "make dryrun dry run of the paper's config (config/config.yaml)"
 	@echo "make lock   resolve pyproject.toml's ranges anew into requirements.lock (then: rm -rf .venv && make test)"
+	@echo "make gpu-check FMNIST_DIR=gpu/fashion-mnist OUT=dir   CUDA tests and timings on a GPU (docs/gpu.md)"
 
 # The venv holds exactly the versions of requirements.lock (every package, pinned), then this
 # checkout as an editable install without dependencies: the same environment on any day.
@@ -83,3 +84,18 @@ lock:
 clean-demo:
 	rm -rf results/features/digits results/features/fashion_mnist results/runs results/notebooks \
 	       results/figures results/*.csv results/report.html logs
+
+# The CUDA check and timings for a GPU lease (benchmarks/gpu_check.py, docs/gpu.md): gpu_check.json and
+# gpu_check.md in OUT. No venv, no install: a GPU machine's own python3 (torch there) with src/ on the path,
+# the wheels of docs/gpu.md on PYTHONPATH. GPU_CHECK_SIZE=quick runs it on a CPU in a minute.
+FMNIST_DIR       ?= /usr/share/datasets/fashion-mnist
+OUT              ?= $(ROOT)/results/gpu_check
+GPU_CHECK_SIZE   ?= full
+GPU_CHECK_BUDGET ?= 480
+GPU_CHECK_PARTS  ?=
+GPU_PYTHON       ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+.PHONY: gpu-check
+gpu-check:
+	cd $(ROOT) && PYTHONPATH=$(ROOT)/src$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 $(GPU_PYTHON) \
+	  benchmarks/gpu_check.py --size $(GPU_CHECK_SIZE) --fmnist-dir $(abspath $(FMNIST_DIR)) --out $(abspath $(OUT)) \
+	  --budget-s $(GPU_CHECK_BUDGET) $(if $(GPU_CHECK_PARTS),--parts $(GPU_CHECK_PARTS))

@@ -78,3 +78,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests marked `cuda` need a CUDA device: skipped (with the reason) elsewhere, run by make gpu-check.
+    if torch.cuda.is_available():
+        return
+    reason = pytest.mark.skip(reason=f"needs a CUDA device; none here (torch {torch.__version__}, "
+                                     f"built with CUDA {torch.version.cuda}); make gpu-check runs it on a GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(reason)

@@ -424,7 +424,7 @@ def test_max_iter_is_reported_not_hidden():
     assert info["iterations"] == 5 and not info["converged"] and math.isfinite(info["objective"][-1])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     sigma = softmax_sigma(250, 10, 7)
     y_cpu, info_cpu = interior_point(sigma, 100.0, tol=1e-10)
