@@ -31,6 +31,7 @@ include: "workflow/rules/weak.smk"
 include: "workflow/rules/noisy.smk"
 include: "workflow/rules/table1.smk"
 include: "workflow/rules/notebooks.smk"
+include: "workflow/rules/gallery.smk"
 
 
 rule all:

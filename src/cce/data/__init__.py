@@ -277,6 +277,17 @@ def get_spec(name: str) -> DatasetSpec:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {known}") from None
 
 
+# A workflow config's `datasets.{name}: {kind: image_folder, path: DIR}` is a folder of one's own
+# images (cce.data.image_folder), not a registry entry: read where it lies, never prepared or downloaded.
+IMAGE_FOLDER_KIND = "image_folder"
+
+
+def image_folders(datasets_config: dict | None) -> dict[str, str]:
+    """The config's datasets of kind image_folder: name -> folder (None where the entry lacks one)."""
+    return {name: opts.get("path") for name, opts in (datasets_config or {}).items()
+            if (opts or {}).get("kind") == IMAGE_FOLDER_KIND}
+
+
 def dataset_dir(root: Path | str, name: str) -> Path:
     return Path(root) / name
 

@@ -15,6 +15,26 @@ uint8 / 255, grey repeated to 3 channels, bilinear resize (antialiased) of the
 whole image to 224x224, the weights' crop size, then ImageNet mean/std. The
 weights' own resize-256-then-center-crop is meant for large photos; on 28-96
 pixel images whose object fills the frame the crop would cut 12.5% of it.
+
+``dinov2`` and ``clip``: the image encoders people cluster with today, through
+timm (the optional extra ``pip install 'cce[images]'``; imported only when used).
+``dinov2`` is ``vit_small_patch14_dinov2.lvd142m`` (self-supervised ViT-S/14,
+384-d class token after the last norm); ``clip`` is
+``vit_base_patch16_clip_quickgelu_224.openai``, OpenAI's CLIP ViT-B/16 image
+encoder with the QuickGELU it was trained with (timm's note on the plain
+``vit_base_patch16_clip_224.openai``: "use quickgelu model variant for original
+results"; the same weight file), whose output is CLIP's 512-d image embedding.
+The preprocessing is timm's evaluation transform from the model's
+``pretrained_cfg`` (input size, interpolation, crop_pct, mean and std): 518
+bicubic, no crop, ImageNet mean/std for DINOv2; 224 bicubic after a resize to
+248 and a centre crop, CLIP's mean/std for CLIP. Weights come from timm's own
+download (the Hugging Face cache) or a file put at :func:`timm_weights_path`.
+
+Images from a folder (and timm's extractors on any images) are streamed:
+:func:`extract_stream` decodes them one at a time in DataLoader workers, runs the
+model on batches on the GPU when present, writes every chunk of finished images
+atomically to a parts folder so that an interrupted extraction resumes, and skips
+(and reports by path) an image that cannot be decoded.
 """
 
 from __future__ import annotations
@@ -37,15 +57,22 @@ from ..device import resolve_device
 from ..io import write_npz_atomic
 from ..provenance import library_versions
 
-EXTRACTORS = ("pixels", "resnet50")
+EXTRACTORS = ("pixels", "resnet50", "dinov2", "clip")
 RESNET50_WEIGHTS = "IMAGENET1K_V1"
-FEATURE_DIM = {"resnet50": 2048}
+FEATURE_DIM = {"resnet50": 2048, "dinov2": 384, "clip": 512}
 # Options that change how fast features are computed, not what they are.
 RUNTIME_OPTIONS = ("batch_size", "num_workers", "device", "progress")
+# The timm models behind the extractor names (any timm model name can be given as option `model`).
+TIMM_MODELS = {"dinov2": "vit_small_patch14_dinov2.lvd142m", "clip": "vit_base_patch16_clip_quickgelu_224.openai"}
+IMAGES_EXTRA = "pip install 'cce[images]'"
 
 
 class WeightsUnavailableError(data.DataUnavailableError):
     """Pretrained weights are neither cached nor downloadable; the message names the file and where to put it."""
+
+
+class ExtractorUnavailableError(data.DataUnavailableError):
+    """An extractor needs a package that is not installed (timm: the ``images`` extra)."""
 
 
 def array_checksum(X: np.ndarray) -> str:
@@ -271,11 +298,443 @@ def resnet50(
     return out, how
 
 
+# ---------------------------------------------------------------------------
+# timm image encoders (DINOv2, CLIP)
+
+
+def import_timm():
+    """timm, or :class:`ExtractorUnavailableError` saying how to install it."""
+    try:
+        import timm
+        import timm.data
+    except ImportError as err:
+        raise ExtractorUnavailableError(f"the dinov2 and clip extractors need timm, which is not installed "
+                                        f"({err}); install the extra: {IMAGES_EXTRA}") from None
+    return timm
+
+
+def timm_model_name(extractor: str, model: str | None = None) -> str:
+    if model:
+        return model
+    try:
+        return TIMM_MODELS[extractor]
+    except KeyError:
+        raise KeyError(f"no timm model for extractor {extractor!r}; known: {', '.join(TIMM_MODELS)}") from None
+
+
+def timm_weights_path(model: str) -> Path:
+    """Where a timm model's weights may be put by hand: ``$TORCH_HOME/hub/checkpoints/<model>.safetensors``
+    (looked at first; beside the ResNet-50 weights)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()).resolve() / "checkpoints" / f"{model}.safetensors"
+
+
+def _timm_hub_id(model: str) -> str:
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model)
+    if cfg is None or not cfg.hf_hub_id:
+        raise KeyError(f"timm has no pretrained weights for {model!r}")
+    return cfg.hf_hub_id
+
+
+def _hub_reachable() -> str | None:
+    """None when the Hugging Face host resolves; else why not (offline, huggingface_hub's retries
+    would take a minute to say the same)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        return f"{host} cannot be resolved ({err})"
+    return None
+
+
+def _timm_weights_file(model: str, weights_file, download: bool) -> tuple[str | None, str]:
+    """The local weight file to load (None: let timm download into its cache) and where it came from."""
+    if weights_file is not None:
+        if not Path(weights_file).is_file():
+            raise WeightsUnavailableError(f"weights_file {weights_file}: no such file")
+        return str(weights_file), "weights_file"
+    local = timm_weights_path(model)
+    if local.is_file():
+        return str(local), "torch hub checkpoints"
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = _timm_hub_id(model)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(hub_id, name)
+        if isinstance(cached, str):
+            return cached, "Hugging Face cache"
+    reason = "download disabled" if not download else _hub_reachable()
+    if reason is None:
+        return None, "downloaded by timm"
+    raise _weights_missing(model, reason)
+
+
+def _weights_missing(model: str, reason: str) -> WeightsUnavailableError:
+    hub_id = _timm_hub_id(model)
+    path = timm_weights_path(model)
+    return WeightsUnavailableError(
+        f"weights of timm model {model} are not cached and could not be downloaded ({reason}).\n"
+        f"Download https://huggingface.co/{hub_id}/resolve/main/model.safetensors\n"
+        f"and put it as {path.name} in {path.parent} (that is $TORCH_HOME/hub/checkpoints; set TORCH_HOME to "
+        f"use another cache), or give its path as the option weights_file; with network, timm downloads it once "
+        f"into the Hugging Face cache ($HF_HOME/hub)."
+    )
+
+
+def timm_model(extractor: str, *, model: str | None = None, pretrained: bool = True, download: bool = True,
+               image_size: int | None = None, seed: int = 0, weights_file=None):
+    """A timm image encoder in eval mode, its data config (timm's, from the model's ``pretrained_cfg``;
+    ``image_size`` overrides the input size) and where its weights came from.
+
+    ``pretrained=False`` gives the same architecture with random weights drawn from ``seed`` (global
+    RNG untouched): what the tests run, with no download.
+    """
+    import torch
+
+    timm = import_timm()
+    name = timm_model_name(extractor, model)
+    kwargs = {"img_size": int(image_size)} if image_size else {}
+    source = None
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = timm.create_model(name, pretrained=False, **kwargs)
+    else:
+        path, source = _timm_weights_file(name, weights_file, download)
+        overlay = {"pretrained_cfg_overlay": {"file": path}} if path else {}
+        try:
+            net = timm.create_model(name, pretrained=True, **overlay, **kwargs)
+        except Exception as err:  # no network, a partial cache, ...: one message that says what to do
+            if path is not None:
+                raise WeightsUnavailableError(f"{path}: cannot load weights of timm model {name} "
+                                              f"({type(err).__name__}: {err}); delete it and run again") from err
+            raise _weights_missing(name, f"{type(err).__name__}: {err}") from err
+    config = dict(timm.data.resolve_data_config({}, model=net))
+    if image_size:
+        config["input_size"] = (3, int(image_size), int(image_size))
+    return net.eval(), config, source
+
+
+def _timm_encoder(extractor: str, *, model: str | None = None, pretrained: bool = True, download: bool = True,
+                  image_size: int | None = None, seed: int = 0, weights_file=None, device=None):
+    timm = import_timm()
+    net, config, source = timm_model(extractor, model=model, pretrained=pretrained, download=download,
+                                     image_size=image_size, seed=seed, weights_file=weights_file)
+    transform = timm.data.create_transform(**config, is_training=False)
+    size = config["input_size"][-1]
+    name = timm_model_name(extractor, model)
+    how = {
+        "extractor": extractor,
+        "model": name,
+        "weights": f"timm {name} ({_timm_hub_id(name)})" if pretrained else None,
+        "weights_source": source,
+        "random_seed": None if pretrained else seed,
+        "layer": "the model's output: " + ("DINOv2's class token after the last norm" if extractor == "dinov2" else
+                                           "CLIP's image embedding" if extractor == "clip" else "pooled features"),
+        "preprocessing": (f"RGB (grey repeated); timm's eval transform of the model's pretrained_cfg: resize the "
+                          f"shorter side to {int(size / config['crop_pct'])} ({config['interpolation']}), centre crop "
+                          f"{size}x{size}, normalize with mean {tuple(round(m, 5) for m in config['mean'])} and std "
+                          f"{tuple(round(s, 5) for s in config['std'])}"),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "image_size": size,
+    }
+    return _Encoder(lambda img: transform(img.convert("RGB")), net.to(device), how)
+
+
+# ---------------------------------------------------------------------------
+# Streaming extraction: images one at a time, batches on the device, resumable chunks
+
+
+class _Encoder:
+    """transform: PIL image -> tensor (a DataLoader worker runs it); forward: batch (B, ...) -> (B, D)."""
+
+    def __init__(self, transform, forward, how: dict):
+        self.transform, self.forward, self.how = transform, forward, how
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _first_image(source):
+    from .image_folder import ImageReadError
+
+    for i in range(len(source)):
+        try:
+            return source.load(i)
+        except ImageReadError:
+            continue
+    raise data.DataUnavailableError("no image could be read (every file is damaged or unreadable)")
+
+
+def _pixels_encoder(source, *, image_size: int | None = None, mode: str | None = None, device=None):
+    """Raw pixels of images that may differ in size: every image in one mode and size, then (N, H*W*C) / 255.
+
+    By default the first readable image's mode (grey or RGB) and size, at most 64x64 (a larger first
+    image sets 64x64): raw pixels are the baseline for small images (Fashion-MNIST's 28x28 as PNGs give
+    exactly the registry's pixel features).
+    """
+    import torch
+    from PIL import Image
+
+    first = _first_image(source)
+    mode = mode or ("L" if first.mode in _GREY_MODES else "RGB")
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"pixels mode must be 'L' (grey) or 'RGB', got {mode!r}")
+    w, h = first.size
+    size = (int(image_size), int(image_size)) if image_size else ((w, h) if max(w, h) <= 64 else (64, 64))
+
+    def transform(img):
+        img = img.convert(mode)
+        if img.size != size:
+            img = img.resize(size, Image.BILINEAR)
+        return torch.from_numpy(np.array(img, dtype=np.uint8))
+
+    how = {"extractor": "pixels", "mode": mode, "image_size": [size[1], size[0]],
+           "preprocessing": f"mode {mode}; bilinear resize to {size[0]}x{size[1]} where different; x / 255"}
+    return _Encoder(transform, lambda x: x.reshape(x.shape[0], -1).float().div_(255.0), how)
+
+
+def _resnet50_encoder(*, weights=RESNET50_WEIGHTS, image_size: int | None = None, download: bool = True,
+                      seed: int = 0, device=None):
+    """ResNet-50 on images of any size: RGB, shorter side resized to the crop size (bilinear), centre crop
+    (nothing cut from a square image: as :func:`resnet50` does on arrays), ImageNet mean/std."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    w = _weights_enum(weights)
+    size = int(image_size or (w.transforms().crop_size[0] if w is not None else 224))
+    transform = T.Compose([T.PILToTensor(), T.Resize(size, antialias=True), T.CenterCrop(size),
+                           T.ToDtype(torch.float32, scale=True),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    net = _fold_batchnorm(resnet50_model(w, download=download, seed=seed)).to(device)
+    how = {
+        "extractor": "resnet50",
+        "weights": f"ResNet50_Weights.{w.name}" if w is not None else None,
+        "weights_file": os.path.basename(w.url) if w is not None else None,
+        "random_seed": None if w is not None else seed,
+        "layer": "global average pool (fc = identity), 2048-d; BatchNorm folded into the convolutions",
+        "preprocessing": (f"RGB (grey repeated); bilinear resize (antialias) of the shorter side to {size}, centre "
+                          f"crop {size}x{size}; normalize with ImageNet mean (0.485, 0.456, 0.406) and std "
+                          "(0.229, 0.224, 0.225)"),
+        "image_size": size,
+    }
+    return _Encoder(lambda img: transform(img.convert("RGB")), net, how)
+
+
+def make_encoder(source, extractor: str, device, **options) -> _Encoder:
+    """The encoder of ``extractor`` (options: pixels: image_size, mode; resnet50: weights, image_size,
+    download, seed; dinov2/clip: model, pretrained, image_size, download, seed, weights_file)."""
+    if extractor == "pixels":
+        return _pixels_encoder(source, device=device, **options)
+    if extractor == "resnet50":
+        return _resnet50_encoder(device=device, **options)
+    if extractor in TIMM_MODELS:
+        return _timm_encoder(extractor, device=device, **options)
+    raise KeyError(f"unknown extractor {extractor!r}; known extractors: {', '.join(EXTRACTORS)}")
+
+
+class _Decoded:
+    """Map-style dataset: item j is (index, transformed image or None, error or None)."""
+
+    def __init__(self, source, indices, transform):
+        self.source, self.indices, self.transform = source, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int):
+        from .image_folder import ImageReadError
+
+        i = int(self.indices[j])
+        try:
+            return i, self.transform(self.source.load(i)), None
+        except ImageReadError as err:
+            return i, None, err.reason
+        except Exception as err:  # decoded, but the transform refused it (an odd mode, ...): skip it too
+            return i, None, f"{type(err).__name__}: {err}"
+
+
+def _collate(items):
+    import torch
+
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    failed = [(i, err) for i, x, err in items if x is None]
+    batch = torch.stack([x for _, x in ok]) if ok else None
+    return [i for i, _ in ok], batch, failed
+
+
+class _Parts:
+    """The finished chunks of an extraction: ``{dir}/chunk_{c:06d}.npz`` (X, index, failures) written
+    atomically, and ``identity.json`` (source, extractor, settings): chunks of another identity are
+    deleted, never mixed in."""
+
+    def __init__(self, directory: Path | str | None, identity: dict):
+        self.dir = Path(directory) if directory is not None else None
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ident = self.dir / "identity.json"
+        try:
+            same = json.loads(ident.read_text()) == identity
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            for old in self.dir.glob("chunk_*.npz"):
+                old.unlink()
+            from ..io import write_json_atomic
+
+            write_json_atomic(ident, identity)
+
+    def _path(self, c: int) -> Path:
+        return self.dir / f"chunk_{c:06d}.npz"
+
+    def load(self, c: int):
+        if self.dir is None or not self._path(c).is_file():
+            return None
+        try:
+            with np.load(self._path(c), allow_pickle=False) as f:
+                return f["X"], f["index"], [tuple(x) for x in json.loads(str(f["failures"]))]
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+            return None  # damaged (a disk that filled up): computed again
+
+    def save(self, c: int, X: np.ndarray, index: np.ndarray, failures: list) -> None:
+        if self.dir is not None:
+            write_npz_atomic(self._path(c), X=X, index=index, failures=np.array(json.dumps(failures)))
+
+
+def extract_stream(
+    source,
+    extractor: str,
+    *,
+    parts_dir: Path | str | None = None,
+    chunk_size: int = 2048,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    **options,
+) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """Features of every readable image of ``source`` (:class:`cce.data.image_folder.FolderImages` or
+    ``ArrayImages``), streamed: X (n, D) float32, the source indices (n,) of its rows, the skipped
+    images ``[{"index", "path", "error"}]`` and how X was made.
+
+    Only one chunk of ``chunk_size`` images is decoded at a time; with ``parts_dir`` every finished
+    chunk is kept there and a rerun with the same source and settings starts after the last one.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
+    dev = resolve_device(device)
+    workers = default_workers() if num_workers is None else int(num_workers)
+    encoder = make_encoder(source, extractor, dev, **options)
+    identity = {"source": source.fingerprint(), "n_images": len(source), "chunk_size": chunk_size,
+                "how": encoder.how, "cce": _cce_version()}
+    parts = _Parts(parts_dir, identity)
+    chunks, indices, failures = [], [], []
+    n_chunks = -(-len(source) // chunk_size)
+    bar = tqdm(total=len(source), desc=f"{extractor} features", unit="img", file=sys.stderr, disable=not progress)
+    with _deterministic_cuda(), torch.inference_mode(), bar:
+        for c in range(n_chunks):
+            done = parts.load(c)
+            if done is None:
+                todo = np.arange(c * chunk_size, min((c + 1) * chunk_size, len(source)))
+                done = _extract_chunk(source, todo, encoder, dev, batch_size, workers, bar)
+                parts.save(c, *done)
+            else:
+                bar.update(len(done[1]) + len(done[2]))
+            chunks.append(done[0])
+            indices.append(done[1])
+            failures += done[2]
+    X = np.concatenate(chunks) if chunks else np.empty((0, 0), np.float32)
+    kept = np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64)
+    skipped = [{"index": int(i), "path": source.name(int(i)), "error": err} for i, err in failures]
+    how = {**encoder.how, "device": str(dev), "batch_size": batch_size}
+    return X, kept, skipped, how
+
+
+def _extract_chunk(source, todo, encoder, dev, batch_size, workers, bar):
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        _Decoded(source, todo, encoder.transform), batch_size=batch_size, num_workers=workers,
+        collate_fn=_collate, pin_memory=dev.type == "cuda")
+    rows, index, failed = [], [], []
+    for idx, x, bad in loader:
+        for i, err in bad:
+            bar.write(f"skipped {source.name(i)}: {err}", file=sys.stderr)
+        failed += [(int(i), err) for i, err in bad]
+        if x is not None:
+            rows.append(encoder.forward(x.to(dev, non_blocking=True)).float().cpu().numpy())
+            index += idx
+        bar.update(len(idx) + len(bad))
+    dim = rows[0].shape[1] if rows else 0
+    X = np.concatenate(rows) if rows else np.empty((0, dim), np.float32)
+    return X.astype(np.float32, copy=False), np.asarray(index, dtype=np.int64), failed
+
+
+def discard_parts(parts_dir: Path | str) -> None:
+    """Delete the chunks of a finished extraction (after its feature file is written)."""
+    parts_dir = Path(parts_dir)
+    for path in [*parts_dir.glob("chunk_*.npz"), parts_dir / "identity.json"]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        parts_dir.rmdir()
+
+
+def _cce_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def extract_folder(folder, extractor: str, *, name: str | None = None, parts_dir: Path | str | None = None,
+                   **options) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Features of the images of an :class:`cce.data.image_folder.ImageFolder`: X, y (-1 without labels)
+    and meta, as :func:`save_features` writes them; meta names every row's file (``paths``, relative to
+    ``source.root``) and every skipped one (``skipped``, with the error)."""
+    from .image_folder import FolderImages
+
+    X, kept, skipped, how = extract_stream(FolderImages(folder), extractor, parts_dir=parts_dir, **options)
+    if not len(kept):
+        raise data.DataUnavailableError(f"{folder.root}: none of its {len(folder)} images could be read")
+    labelled = folder.labelled
+    meta = {
+        "dataset": name or folder.root.name,
+        **how,
+        "source": {"kind": "image_folder", "root": str(folder.root), "n_files": len(folder),
+                   "files_sha256": folder.fingerprint()},
+        "classes": list(folder.classes) if labelled else [],
+        "paths": [folder.paths[i] for i in kept],
+        "skipped": skipped,
+        "n_examples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "n_classes": len(folder.classes) if labelled else None,
+        "X_sha256": array_checksum(X),
+        "versions": library_versions(*(("timm",) if extractor in TIMM_MODELS else ())),
+    }
+    y = folder.labels[kept] if labelled else np.full(len(kept), -1, dtype=np.int64)
+    return X, y, meta
+
+
 def extract(images: np.ndarray, extractor: str, *, pixel_max: float = 255.0, **options) -> tuple[np.ndarray, dict]:
     """Features (N, D) float32 of uint8 images and a dict describing how they were made.
 
     ``options`` go to the extractor (``resnet50``: weights, batch_size, num_workers,
-    device, image_size, progress, download, seed); ``pixels`` ignores the runtime ones.
+    device, image_size, progress, download, seed; ``dinov2``, ``clip``: model, pretrained,
+    image_size, download, seed, weights_file and the runtime ones); ``pixels`` ignores the
+    runtime ones.
     """
     if extractor == "pixels":
         unknown = set(options) - set(RUNTIME_OPTIONS)
@@ -284,6 +743,13 @@ def extract(images: np.ndarray, extractor: str, *, pixel_max: float = 255.0, **o
         return pixels(images, pixel_max), {"extractor": "pixels", "preprocessing": f"x / {pixel_max:g}"}
     if extractor == "resnet50":
         return resnet50(images, pixel_max=pixel_max, **options)
+    if extractor in TIMM_MODELS:
+        from .image_folder import ArrayImages
+
+        X, _, skipped, how = extract_stream(ArrayImages(images, pixel_max), extractor, **options)
+        if skipped:  # arrays always decode; a failure here is a bug, not a damaged file
+            raise RuntimeError(f"{len(skipped)} images failed: {skipped[0]['error']}")
+        return X, how
     raise KeyError(f"unknown extractor {extractor!r}; known extractors: {', '.join(EXTRACTORS)}")
 
 
@@ -299,7 +765,7 @@ def extract_dataset(dataset: str, root: Path | str, extractor: str, **options) -
         "n_features": int(X.shape[1]),
         "n_classes": spec.n_classes,
         "X_sha256": array_checksum(X),
-        "versions": library_versions(),
+        "versions": library_versions(*(("timm",) if extractor in TIMM_MODELS else ())),
     }
     return X, labels, meta
 

@@ -260,6 +260,63 @@ def cmd_noisy(args) -> None:
                                               checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
 
 
+def _image_errors():
+    from .. import data
+    from ..data.features import FeatureFileError
+    from ..device import DeviceError
+    from .images import ClusterImagesError
+
+    return (KeyError, ValueError, TypeError, data.DataUnavailableError, data.DataVerificationError,
+            FeatureFileError, DeviceError, ClusterImagesError)
+
+
+def cmd_cluster_images(args) -> None:
+    from .images import cluster_images, print_summary
+
+    errors = _image_errors()
+    try:
+        summary = cluster_images(args.folder, args.clusters, method=args.method, compare=args.compare,
+                                 extractor=args.extractor, out=args.out, seed=args.seed, options=args.options,
+                                 extractor_options=args.extractor_options, labels=not args.no_labels, top=args.top,
+                                 progress=not args.quiet)
+    except errors as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    print_summary(summary)
+
+
+def cmd_image_features(args) -> None:
+    from ..data import features
+    from ..data.image_folder import scan
+
+    try:
+        folder = scan(args.folder)
+        if args.require_labels and not folder.labelled:
+            raise ValueError(f"{args.folder}: the workflow scores clusters against labels; put the images in "
+                             "one sub-folder per class, or cluster an unlabelled folder with "
+                             "`python -m cce cluster-images`")
+        parts = args.out.parent / f".{args.out.stem}.parts"
+        X, y, meta = features.extract_folder(folder, args.extractor, name=args.name, parts_dir=parts, **args.options)
+    except _image_errors() as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    features.save_features(args.out, X, y, meta)
+    features.discard_parts(parts)
+    for s in meta["skipped"]:
+        print(f"skipped {s['path']}: {s['error']}")
+    print(f"{meta['dataset']}/{args.extractor}: X {X.shape} {X.dtype} of {meta['source']['n_files']} files "
+          f"({len(meta['skipped'])} skipped) -> {args.out}")
+
+
+def cmd_gallery(args) -> None:
+    from .images import gallery_of_record
+
+    try:
+        shown = gallery_of_record(args.features, args.record, args.root, args.out, top=args.top)
+    except _image_errors() as err:
+        raise UserError(err.args[0] if err.args else str(err)) from err
+    print(f"{args.out}: {shown['clusters']} clusters; accuracy {shown['accuracy']:.4f} "
+          f"(record {shown['record_accuracy']:.4f})")
+
+
 def _add_run_arguments(p, experiment: str) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--root", type=Path, default=Path("resources/data"))
@@ -369,6 +426,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", required=True, help="shannon (H, eq. 8) or collision (H2, eq. 9)")
     p.add_argument("--eta", type=float, required=True, help="fraction of training labels replaced by random ones")
     p.set_defaults(func=cmd_noisy)
+
+    p = sub.add_parser("cluster-images", help="cluster a folder of images (jpg, png): clusters.csv, a report with "
+                                              "a gallery; sub-folders, when present, are labels to score against")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--clusters", type=int, default=None, help="number of clusters (default: number of sub-folders)")
+    p.add_argument("--method", default="cce_plus", help="clustering method (default cce_plus, the paper's)")
+    p.add_argument("--compare", nargs="*", default=["kmeans"], help="methods run beside it (default kmeans)")
+    p.add_argument("--extractor", default="pixels", help="pixels, resnet50, dinov2 or clip (the last two: "
+                   "pip install 'cce[images]')")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default ./FOLDER-clusters)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--options", type=_json_arg, default={}, help="method options as a JSON object, e.g. "
+                   '\'{"epochs": 20}\'')
+    p.add_argument("--extractor-options", type=_json_arg, default={}, help="extractor options as a JSON object, "
+                   'e.g. \'{"batch_size": 128, "device": "cuda"}\'')
+    p.add_argument("--no-labels", action="store_true", help="ignore the sub-folders (no accuracy)")
+    p.add_argument("--top", type=int, default=8, help="images per cluster in the gallery")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_cluster_images)
+
+    p = sub.add_parser("image-features", help="features of a folder of images with label sub-folders (the "
+                                              "workflow's datasets of kind image_folder)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("extractor")
+    p.add_argument("--name", default=None, help="the dataset's name in the workflow")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--options", type=_json_arg, default={}, help="extractor options as a JSON object")
+    p.add_argument("--require-labels", action="store_true", help="refuse a folder without label sub-folders")
+    p.set_defaults(func=cmd_image_features)
+
+    p = sub.add_parser("gallery", help="a clustering run's gallery (PNG): its record's run trained again")
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--record", type=Path, required=True)
+    p.add_argument("--root", type=Path, default=Path("resources/data"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--top", type=int, default=8)
+    p.set_defaults(func=cmd_gallery)
 
     return parser
 

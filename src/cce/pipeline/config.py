@@ -85,8 +85,15 @@ def _registry_problems(config: dict) -> list[str]:
         if value not in names:
             problems.append(f"'{key}': unknown {kind} {value!r} (known: {', '.join(sorted(names))})")
 
+    folders = data.image_folders(config.get("datasets"))  # datasets of one's own images (kind image_folder)
+    for name, path in folders.items():
+        if name in data.DATASETS:
+            problems.append(f"'datasets.{name}': {name!r} is a registry dataset; give the image folder another name")
+        elif path is not None and not Path(path).expanduser().is_dir():  # no path: the schema says so
+            problems.append(f"'datasets.{name}.path': directory {path!r} does not exist")
     for name, opts in (config.get("datasets") or {}).items():
-        known("dataset", f"datasets.{name}", name, data.DATASETS)
+        if name not in folders:
+            known("dataset", f"datasets.{name}", name, data.DATASETS)
         local_dir = (opts or {}).get("local_dir")
         if local_dir is not None and not Path(local_dir).is_dir():
             problems.append(f"'datasets.{name}.local_dir': directory {local_dir!r} does not exist")
@@ -103,7 +110,10 @@ def _registry_problems(config: dict) -> list[str]:
                     "weak": {m: deep.get_deep_method(m) for m in weak.WEAK_METHODS},
                     }.get(experiment, methods.METHODS)
         for i, name in enumerate(section.get("datasets", [])):
-            known("dataset", f"{experiment}.datasets[{i}]", name, data.DATASETS)
+            if name in folders and experiment not in ("clustering", "lam_study"):
+                problems.append(f"'{experiment}.datasets[{i}]': {name!r} is an image folder; image folders run in "
+                                "clustering and lam_study (fixed features) only")
+            known("dataset", f"{experiment}.datasets[{i}]", name, {**data.DATASETS, **folders})
             if name not in data.DATASETS:
                 continue
             spec = data.DATASETS[name]

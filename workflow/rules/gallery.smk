@@ -1,0 +1,72 @@
+# Cluster galleries of Table 2's runs, and features of image folders (datasets of kind image_folder).
+# A gallery trains the seed-0 run of a (dataset, method) again from its record (records hold metrics, not
+# predictions) and draws each cluster's size, most confident images, majority label and purity.
+
+from cce.data import image_folders
+
+IMAGE_FOLDERS = image_folders(config["datasets"])
+
+
+def gallery_targets():
+    section = config.get("clustering") or {}
+    return [f"results/figures/gallery/{dataset}/{method}.png"
+            for dataset in section.get("datasets", []) for method in section.get("methods", [])]
+
+
+# The Snakefile's `rule all` lists all_targets() (common.smk); the galleries join it here, beside their rule.
+_targets_before_galleries = all_targets
+
+
+def all_targets():
+    return _targets_before_galleries() + gallery_targets()
+
+
+if IMAGE_FOLDERS:
+
+    rule image_folder_features:
+        output:
+            "results/features/{dataset}/{extractor}.npz",
+        params:
+            folder=lambda wc: IMAGE_FOLDERS[wc.dataset],
+            options=json.dumps(config["features"], sort_keys=True),
+        log:
+            "logs/features/{dataset}/{extractor}.log",
+        wildcard_constraints:
+            dataset="|".join(IMAGE_FOLDERS),
+        threads: stage_resources("features")["threads"]
+        resources:
+            mem_mb=stage_resources("features")["mem_mb"],
+            runtime=stage_resources("features")["runtime"],
+            gpu=stage_resources("features")["gpu"],
+        conda:
+            "../../environment.yml"
+        shell:
+            "python -m cce image-features {params.folder:q} {wildcards.extractor} --name {wildcards.dataset}"
+            " --require-labels --options {params.options:q} --out {output} > {log} 2>&1"
+
+    ruleorder: image_folder_features > features
+
+
+rule gallery:
+    input:
+        features=lambda wc: features_path(wc.dataset, config["clustering"]["extractor"]),
+        record="results/runs/clustering/{dataset}/{method}/seed0.json",
+        data=lambda wc: [] if wc.dataset in IMAGE_FOLDERS else manifest_path(wc.dataset),
+    output:
+        report("results/figures/gallery/{dataset}/{method}.png", caption="../report/gallery.rst",
+               category="Cluster galleries", subcategory="{dataset}", labels={"dataset": "{dataset}",
+                                                                              "method": "{method}"}),
+    params:
+        root=DATA_ROOT,
+    log:
+        "logs/gallery/{dataset}/{method}.log",
+    threads: stage_resources("clustering")["threads"]
+    resources:
+        mem_mb=stage_resources("clustering")["mem_mb"],
+        runtime=stage_resources("clustering")["runtime"],
+        gpu=stage_resources("clustering")["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce gallery --features {input.features} --record {input.record} --root {params.root:q}"
+        " --out {output} > {log} 2>&1"
