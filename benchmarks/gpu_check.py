@@ -55,6 +55,10 @@ from typing import Any, Callable
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# POT (SeLa's Sinkhorn) imports jax, cupy and tensorflow at its import where they are installed (a GPU
+# image has jax and cupy): seconds of imports for backends the library never uses. Inherited by the tests' pytest.
+for _key in ("POT_BACKEND_DISABLE_JAX", "POT_BACKEND_DISABLE_CUPY", "POT_BACKEND_DISABLE_TENSORFLOW"):
+    os.environ.setdefault(_key, "1")
 
 # Issue 28: the options of the deep method (cce_plus) that fight empty classes at the network's start,
 # e.g. {"start": "..."}; None: the part is skipped ("remedy not defined").
@@ -73,7 +77,7 @@ SIZES: dict[str, dict[str, Any]] = {
              "network_images": {"rgb32": 60000, "rgb96": 13000, "resnet18": 60000}, "network_batch": None,
              "network_precisions": ("float32", "bf16"),
              "remedy_images": None, "remedy_epochs": 50, "remedy_chunk": 5, "cuda_tests_timeout": 240},
-    "quick": {"deep_images": 12, "warmup_images": 0, "batch": 6, "ystep_batches": 1,
+    "quick": {"deep_images": 8, "warmup_images": 0, "batch": 4, "ystep_batches": 1,
               "network_images": {"rgb32": 8, "rgb96": 4, "resnet18": 4}, "network_batch": 4,
               "network_precisions": ("float32",), "remedy_images": 8, "remedy_epochs": 2, "remedy_chunk": 1, "cuda_tests_timeout": 240},
 }
