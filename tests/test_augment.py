@@ -96,3 +96,51 @@ def test_invalid_settings_refused():
     aug = SelfAugmentation(1, color=False)
     with pytest.raises(ValueError, match="expected images"):
         aug(torch.zeros(2, 3, 28, 28, dtype=torch.uint8), torch.Generator())
+
+
+# ----------------------------------------------------------------------------
+# augment: sample_one (one transform sampled per image and view) against compose
+# ----------------------------------------------------------------------------
+def test_sample_one_applies_exactly_one_transform_per_view():
+    aug = SelfAugmentation(1, flip=True, rotation=25.0, color=False, mode="sample_one")
+    assert list(aug.transforms) == ["flip", "rotation"] and aug.settings["mode"] == "sample_one"
+    x = _grey_batch(64)
+    views, chosen = aug.views(x, torch.Generator().manual_seed(3), n_views=2)
+    unit = aug.to_unit(x).repeat(2, 1, 1, 1)
+    assert views.shape == unit.shape and chosen.shape == (128,)
+    flipped, rotated = chosen == 0, chosen == 1
+    assert 30 < int(flipped.sum()) < 98 and bool((flipped | rotated).all())  # each sampled, one per row
+    # a flip alone: the exact mirror image; never a rotation on top (composed, a flip always rotates too)
+    assert torch.equal(views[flipped], unit[flipped].flip(-1))
+    # a rotation alone: never mirrored (the bar stays on the left half), never the unchanged image
+    for v, u in zip(views[rotated], unit[rotated]):
+        assert not torch.equal(v, u) and v[..., :14].sum() > v[..., 14:].sum()
+    # reproducible from the generator, as compose
+    again, chosen2 = aug.views(x, torch.Generator().manual_seed(3), n_views=2)
+    assert torch.equal(views, again) and torch.equal(chosen, chosen2)
+
+
+def test_compose_applies_every_transform_and_reports_no_choice():
+    aug = SelfAugmentation(1, flip=True, rotation=25.0, color=False)
+    x = _grey_batch(64)
+    views, chosen = aug.views(x, torch.Generator().manual_seed(3))
+    unit = aug.to_unit(x)
+    assert chosen is None and "mode" not in aug.settings  # the records of compose runs as before
+    # composed, every view is rotated (p = 1): none is the plain mirror image or the image itself
+    assert not any(torch.equal(v, u.flip(-1)) or torch.equal(v, u) for v, u in zip(views, unit))
+
+
+def test_sample_one_with_colour_on_rgb_keeps_the_geometry_when_colour_is_chosen():
+    aug = SelfAugmentation(3, flip=True, rotation=25.0, color=True, mode="sample_one")
+    x = _rgb_batch(48)
+    views, chosen = aug.views(x, torch.Generator().manual_seed(9))
+    assert set(chosen.tolist()) == {0, 1, 2}
+    unit = aug.to_unit(x)
+    # a colour jitter alone changes the values; a flip alone is the exact mirror image (no jitter on top)
+    assert not torch.equal(views[chosen == 2], unit[chosen == 2])
+    assert torch.equal(views[chosen == 0], unit[chosen == 0].flip(-1))
+
+
+def test_unknown_augment_mode_is_refused():
+    with pytest.raises(ValueError, match="augment must be one of"):
+        SelfAugmentation(1, flip=False, color=False, mode="randaugment")

@@ -127,3 +127,125 @@ def test_unknown_method_or_option_is_a_user_error(tmp_path, mnist_root, capsys):
     assert _deep_cli(mnist_root, tmp_path / "r.json", tmp_path / "r.ckpt", "iic", {"lam": 1}) == 2
     err = capsys.readouterr().err
     assert "unknown deep method" in err and "no option" in err
+
+
+# ----------------------------------------------------------------------------
+# The readings the paper leaves open (config/README.md, "Open choices of the deep runs")
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["cce_plus", "cce", "mi_adm"])
+def test_lam_reading_is_an_option_of_the_deep_runs(method):
+    images, labels = halves_images(N)
+    lam = deep.DEEP_METHODS[method].defaults["lam"]
+    _, mean = deep.train_deep(images, 2, method, 0, OPTS, progress=False)
+    _, batch = deep.train_deep(images, 2, method, 0, {**OPTS, "lam_scale": "batch"}, progress=False)
+    assert mean["lam_effective"] == lam and batch["lam_effective"] == pytest.approx(lam / BATCH)  # eq. (15): lam / M
+    with pytest.raises(deep.DeepRunError, match="option 'lam_scale' must be one of"):
+        deep.train_deep(images, 2, method, 0, {**OPTS, "lam_scale": "sum"}, progress=False)
+
+
+def test_mi_d_weights_unit_is_eq1_and_imsat_weighs_fairness_four_times():
+    from cce import losses
+
+    logits = torch.randn(2, 12, 3, generator=torch.Generator().manual_seed(0))
+    spec = deep.DEEP_METHODS["mi_d"]
+    unit = deep.batch_loss(spec, spec.make_state(spec.options(), 12), logits)
+    imsat = deep.batch_loss(spec, spec.make_state(spec.options({"mi_weights": "imsat"}), 12), logits)
+    sigma = torch.softmax(logits, -1).mean(0)  # the view mixture
+    mean_h = -(sigma * sigma.log()).sum(-1).mean()
+    h_mean = -(sigma.mean(0) * sigma.mean(0).log()).sum()
+    assert float(unit) == pytest.approx(float(mean_h - h_mean), rel=1e-5)
+    assert float(imsat) == pytest.approx(float(mean_h - 4 * h_mean), rel=1e-5)
+    assert float(unit) == float(losses.mi_d_loss(logits, 1.0))  # today's loss, bit for bit
+    with pytest.raises(deep.DeepRunError, match="option 'mi_weights' must be one of"):
+        spec.options({"mi_weights": "vat"})
+
+
+def test_sample_one_augmentation_reaches_the_run():
+    images, labels = halves_images(N)
+    _, info = deep.train_deep(images, 2, "mi_d", 0, {**OPTS, "augment": "sample_one", "flip": True}, progress=False)
+    assert info["augmentation"]["mode"] == "sample_one" and math.isfinite(info["curves"]["loss"][0])
+    with pytest.raises(deep.DeepRunError, match="option 'augment' must be one of"):
+        deep.train_deep(images, 2, "mi_d", 0, {**OPTS, "augment": "all"}, progress=False)
+
+
+def _label_steps(monkeypatch, options):
+    """The global steps before which SeLa's labels of every image were renewed, and the inputs used."""
+    calls, inputs = [], []
+    relabel, augmented = deep._relabel_all, deep._predict_augmented
+
+    def spy(setup, state):
+        calls.append(state.step)
+        return relabel(setup, state)
+
+    def spy_augmented(setup, state):
+        inputs.append(state.model.training)
+        return augmented(setup, state)
+
+    monkeypatch.setattr(deep, "_relabel_all", spy)
+    monkeypatch.setattr(deep, "_predict_augmented", spy_augmented)
+    images, labels = halves_images(N)
+    _, info = deep.train_deep(images, 2, "sela", 0, {**OPTS, **options}, y_true=labels, progress=False)
+    assert all(math.isfinite(v) for v in info["curves"]["loss"])
+    return calls, inputs
+
+
+def test_sela_label_schedule_every_epoch_or_spread_over_the_steps(monkeypatch):
+    # N = 16, batch 8: 2 steps an epoch, 3 epochs = 6 steps
+    assert _label_steps(monkeypatch, {"epochs": 3})[0] == [0, 2, 4]  # today: at every epoch's start
+    assert _label_steps(monkeypatch, {"epochs": 3, "label_every": 2})[0] == [0, 4]
+    # SeLa's cifar.py (nopts): n updates spread evenly over the run's steps, mid-epoch too
+    assert _label_steps(monkeypatch, {"epochs": 3, "label_updates": 4})[0] == [0, 1, 3, 4]  # floor(j 6 / 4)
+    assert _label_steps(monkeypatch, {"epochs": 3, "label_updates": 1})[0] == [0]
+    calls, inputs = _label_steps(monkeypatch, {"epochs": 2, "label_input": "augmented"})
+    assert calls == [0, 2] and inputs == [True, True]  # through the training augmentation, train mode
+    assert _label_steps(monkeypatch, {"epochs": 2})[1] == []  # today: un-augmented, eval mode
+    spec = deep.DEEP_METHODS["sela"]
+    for bad in ({"label_updates": 0}, {"label_every": 1.5}, {"label_input": "train"}):
+        with pytest.raises(deep.DeepRunError, match=f"option '{next(iter(bad))}'"):
+            spec.options(bad)
+
+
+def test_stopped_run_with_sela_published_schedule_resumes_to_the_identical_record(tmp_path, mnist_root):
+    # label updates in mid-epoch and labels through the augmentation: the step count and streams resume
+    opts = {**OPTS, "epochs": 2, "epsilon": 0.1, "label_updates": 3, "label_input": "augmented"}
+    whole, part = tmp_path / "whole.json", tmp_path / "part.json"
+    assert _deep_cli(mnist_root, whole, tmp_path / "whole.ckpt", "sela", opts) == 0
+    assert _deep_cli(mnist_root, part, tmp_path / "part.ckpt", "sela", opts, "--stop-after-epoch", "1") == 0
+    assert _deep_cli(mnist_root, part, tmp_path / "part.ckpt", "sela", opts) == 0
+    a, b = json.loads(whole.read_text()), json.loads(part.read_text())
+    assert comparable_record(a) == comparable_record(b) and b["info"]["resumed_at_epochs"] == [1]
+
+
+@pytest.mark.parametrize(
+    "section,expected",
+    [
+        ({"training": {"augment": "one"}}, "'deep.training.augment': 'one' is not one of ['compose', 'sample_one']"),
+        ({"method_options": {"mi_d": {"mi_weights": "vat"}}},
+         "'deep.method_options.mi_d': deep method 'mi_d': option 'mi_weights' must be one of ['unit', 'imsat']"),
+        ({"method_options": {"cce_plus": {"lam_scale": "sum"}}},
+         "'deep.method_options.cce_plus': deep method 'cce_plus': option 'lam_scale' must be one of"),
+        ({"method_options": {"sela": {"label_updates": 0}}},
+         "'deep.method_options.sela': deep method 'sela': option 'label_updates' must be a positive integer"),
+        ({"method_options": {"sela": {"label_input": "test"}}},
+         "'deep.method_options.sela': deep method 'sela': option 'label_input' must be one of"),
+    ],
+)
+def test_config_check_names_the_key_of_a_bad_deep_option(section, expected):
+    from cce.pipeline.config import ConfigError, validate_config
+
+    config = {"clustering": {"datasets": ["digits"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 1},
+              "deep": {"datasets": ["mnist"], "methods": ["mi_d", "sela", "cce_plus"], "seeds": 1, **section}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert expected in str(err.value)
+
+
+def test_config_check_names_the_key_of_a_bad_labelled_batch():
+    from cce.pipeline.config import ConfigError, validate_config
+
+    config = {"clustering": {"datasets": ["digits"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 1},
+              "weak": {"datasets": ["mnist"], "methods": ["mi_d"], "fractions": [0.1], "seeds": 1,
+                       "training": {"labelled_batch": "mixed"}}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert "'weak.training.labelled_batch': 'mixed' is not one of ['separate', 'proportional']" in str(err.value)

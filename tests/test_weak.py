@@ -205,3 +205,49 @@ def test_unknown_network_is_refused_with_the_options():
     with pytest.raises(deep.DeepRunError, match="unknown network 'vgg'"):
         weak.noisy_options({"network": "vgg"})
     assert weak.noisy_options({"network": "grey28"})["network"] == "grey28"
+
+
+# ----------------------------------------------------------------------------
+# labelled_batch: how Table 4's labelled images enter a step
+# ----------------------------------------------------------------------------
+def _epoch_of(labelled_batch, batch_size=10, labelled_batch_size=None):
+    images, labels = halves_images(40)
+    mask = np.zeros(40, dtype=bool)
+    mask[::5] = True  # 8 labelled images, a fifth of the data
+    sup = deep.Supervision(weak.one_hot(labels, 2), mask, "shannon", 1.0, labelled_batch_size, labelled_batch)
+    setup = deep._setup(images, 2, "cce_plus", 0, {**OPTS, "batch_size": batch_size}, None, "mnist", 255.0, sup,
+                        "auto", None, None, False)
+    return deep._epoch_batches(setup, deep.initial_state(setup)), set(np.flatnonzero(mask).tolist())
+
+
+def test_proportional_batches_hold_the_labelled_share_of_the_data():
+    batches, labelled = _epoch_of("proportional")
+    assert len(batches) == 4 and all(idx.numel() == 10 for idx, _ in batches)
+    for idx, lab in batches:  # the labelled images of the batch of all images, no other
+        assert set(lab.tolist()) == set(idx.tolist()) & labelled
+    # each labelled image once an epoch: 8 of 40 images, the data's share (a fifth) of the epoch's batches
+    seen = torch.cat([lab for _, lab in batches]).tolist()
+    assert sorted(seen) == sorted(labelled) and len(seen) / 40 == pytest.approx(0.2)
+
+
+def test_separate_batches_give_every_step_a_full_labelled_batch():
+    batches, labelled = _epoch_of("separate", labelled_batch_size=6)
+    assert all(lab.numel() == 6 and set(lab.tolist()) <= labelled for _, lab in batches)
+    seen = torch.cat([lab for _, lab in batches]).tolist()  # 24 draws cycling 8 images: each 3 times
+    assert sorted(seen) == sorted(sorted(labelled) * 3)
+
+
+@pytest.mark.parametrize("method", ["seeds_only", "cce_plus"])
+def test_proportional_weak_run_trains(tmp_path, mnist_root, method):
+    out = tmp_path / f"{method}.json"
+    assert _weak_cli(mnist_root, out, method, {**WEAK_OPTS, "labelled_batch": "proportional"}, "0.1") == 0
+    r = json.loads(out.read_text())
+    assert r["options"]["labelled_batch"] == "proportional" and math.isfinite(r["info"]["curves"]["loss"][0])
+    with pytest.raises(deep.DeepRunError, match="option 'labelled_batch' must be one of"):
+        weak.weak_options(method, {"labelled_batch": "mixed"})
+
+
+def test_lam_reading_is_an_option_of_the_weak_runs():
+    assert weak.weak_options("cce_plus", {"lam_scale": "batch"})["lam_scale"] == "batch"
+    with pytest.raises(deep.DeepRunError, match="option 'lam_scale' must be one of"):
+        weak.weak_options("cce_plus", {"lam_scale": "sum"})

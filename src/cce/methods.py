@@ -44,6 +44,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The two readings of the paper's lam (effective_lam): the objective as written, or eq. (15) literally.
+LAM_SCALES = ("mean", "batch")
+
+
 def effective_lam(lam: float, lam_scale: str, batch_size: int) -> float:
     """The lam passed to the solvers.
 
@@ -245,6 +249,7 @@ register(Method(
     "Jabi et al. [15]: L_ce+kl (eq. 5); y re-estimated on every batch by cce.pseudolabels.mi_adm "
     "(lam = 1 is eq. 5 as written), the head trained by Shannon cross-entropy to y.",
     defaults={**TRAINING_DEFAULTS, "lam": 1.0, "lam_scale": "mean", "tol": 1e-6, "max_iter": 200},
+    choices={"lam_scale": LAM_SCALES},
     label_scope="batch", label_solver=_labels_mi_adm, loss=_mean_shannon, objective=_objective_mi_adm,
 ))
 register(Method(
@@ -266,7 +271,7 @@ register(Method(
     "at lam = 100 and leaves clusters empty when capped (max_iter counts PGD iterations then).",
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",
               "step": "armijo", "tol": 1e-6, "max_iter": 200},
-    choices={"solver": ("interior_point", "pgd")},
+    choices={"solver": ("interior_point", "pgd"), "lam_scale": LAM_SCALES},
     label_scope="batch", label_solver=_labels_cce, loss=_mean_collision, objective=_objective_cce,
 ))
 register(Method(
@@ -286,7 +291,7 @@ register(Method(
     "iterations).",
     defaults={**TRAINING_DEFAULTS, "lam": 100.0, "lam_scale": "mean", "solver": "interior_point",
               "tol": 1e-6, "max_iter": 200, "acceleration": "squarem"},
-    choices={"solver": ("interior_point", "em"), "acceleration": ("squarem", None, "none")},
+    choices={"solver": ("interior_point", "em"), "acceleration": ("squarem", None, "none"), "lam_scale": LAM_SCALES},
     label_scope="batch", label_solver=_labels_cce_plus, loss=_mean_collision, objective=_objective_cce_plus,
 ))
 

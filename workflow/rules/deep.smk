@@ -70,6 +70,26 @@ rule table6:
         " --out {output} > {log} 2>&1"
 
 
+rule empty_classes:
+    # Issue 28's measurement at the scale of config/README.md ("Empty classes and the network's start"); not a
+    # target of `all`: snakemake results/figures/empty_classes.png (about 30 CPU-minutes on one thread).
+    input:
+        manifest_path("fashion_mnist"),
+    output:
+        records="results/empty_classes/runs.jsonl",
+        figure=report("results/figures/empty_classes.png", caption="../report/empty_classes.rst", category="Figures"),
+    params:
+        raw=f"{DATA_ROOT}/fashion_mnist/raw",
+    log:
+        "logs/empty_classes.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python benchmarks/empty_classes.py run --raw {params.raw:q} --images 500 --eval-images 500 --epochs 3"
+        " --out {output.records} > {log} 2>&1"
+        " && python benchmarks/empty_classes.py report {output.records} --figure {output.figure} >> {log} 2>&1"
+
+
 rule deep_curves:
     input:
         records("deep"),
@@ -81,3 +101,43 @@ rule deep_curves:
         "../../environment.yml"
     shell:
         "python -m cce curves --runs {input} --out {output} > {log} 2>&1"
+
+
+rule deep_study:
+    # The deep study (config/deep_study.yaml; config/README.md, "The deep study"): every reading and seed in
+    # one single-threaded job; a record per run under results/deep_study/ (kept: a rerun skips it; a killed
+    # run resumes from its checkpoint there), their per-epoch curves in one CSV.
+    input:
+        lambda wc: manifest_path(config["deep_study"]["dataset"]),
+    output:
+        report("results/deep_study.csv", caption="../report/deep_study.rst", category="deep study"),
+    params:
+        root=DATA_ROOT,
+        study=lambda wc: json.dumps(config["deep_study"], sort_keys=True),
+    threads: 1
+    log:
+        "logs/tables/deep_study.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS=1 python benchmarks/deep_study.py --study {params.study:q} --root {params.root:q}"
+        " --out results/deep_study --csv {output} > {log} 2>&1"
+
+
+rule notebook_deep_study:
+    input:
+        template=notebook_template("deep_study"),
+        study="results/deep_study.csv",
+    output:
+        figure=report("results/figures/deep_study.png", caption="../report/deep_study_figure.rst",
+                      category="deep study"),
+        notebook="results/notebooks/deep_study.ipynb",
+        html=report("results/notebooks/deep_study.html", caption="../report/notebook.rst", category="Notebooks"),
+    log:
+        notebook="logs/notebooks/deep_study.ipynb",
+        stderr="logs/notebooks/deep_study.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
+        " --log-notebook {log.notebook} -p study {input.study} -p figure {output.figure} > {log.stderr} 2>&1"

@@ -22,10 +22,13 @@ Where things live in this module, in the order :func:`train_deep` calls them:
 - the run's state, what a checkpoint holds: :class:`RunState` (:func:`initial_state`,
   :func:`build_model`, :func:`_resume`, :meth:`RunState.checkpoint`). A start of the network
   (an initialization that reads the data) goes in :func:`initial_state`, right after :func:`build_model`;
-- the label step: :func:`_relabel_all` (labels of every image, SeLa) and :func:`_batch_labels`
-  (Algorithm 1's y-step on a batch);
+- the label step: :func:`_labels_due` (SeLa's schedule: ``label_every``, ``label_updates``),
+  :func:`_relabel_all` (labels of every image; ``label_input``) and :func:`_batch_labels`
+  (Algorithm 1's y-step on a batch; ``lam_scale`` acts through the method's state);
 - one epoch of steps: :func:`train_epoch`, which cuts the epoch into batches (:func:`_epoch_batches`:
-  the data order and Table 4's labelled images) and takes one :func:`_train_step` per batch;
+  the data order and Table 4's labelled images, ``labelled_batch``) and takes one :func:`_train_step`
+  per batch (views from :class:`cce.data.augment.SelfAugmentation`, ``augment``; the loss from
+  :func:`cce.training.deep_methods.batch_loss`, MI-D's ``mi_weights``);
 - evaluation and the record: :func:`_evaluate` (curves, timings), :func:`_progress_line`, :func:`_info`.
 
 After every epoch the predictions on the un-augmented images (batch norm in eval mode)
@@ -73,8 +76,10 @@ from ..device import DeviceUnavailableError, resolve_device
 from ..models import NETWORKS, architecture_for, build_network, network_name
 from ..provenance import run_record
 from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .starts import start_first_batch
 from .deep_methods import (
-    DEEP_METHODS, DEEP_TRAINING_DEFAULTS, SUPERVISED_METHODS, TARGET_LOSSES, DeepMethod, DeepRunError, Supervision,
+    DEEP_METHODS, DEEP_TRAINING_DEFAULTS, LABELLED_BATCHES, SUPERVISED_METHODS, TARGET_LOSSES, DeepMethod,
+    DeepRunError, Supervision,
     batch_loss, get_deep_method, target_loss,
 )
 
@@ -212,6 +217,12 @@ class Targets:
     targets: Tensor  # (N, K) float32
     labelled: Tensor | None  # (M,) indices of the labelled images; None: every image carries a target
     per_step: int  # labelled images of a step's separate labelled batch (0: none, see labelled_batch)
+    mask: Tensor | None = None  # (N,) bool, the labelled images; None: every image carries a target
+
+    @property
+    def separate(self) -> bool:
+        """A labelled batch of its own beside the batch of all images (``labelled_batch: separate``)."""
+        return self.labelled is not None and self.supervision.labelled_batch == "separate"
 
 
 @dataclass
@@ -318,7 +329,7 @@ def _setup(images: np.ndarray, n_clusters: int, method: str, seed: int, options:
     X_np = np.ascontiguousarray(_channels_first(images))
     auto = _resolve_auto(opts, dataset, X_np.shape[1])
     aug = SelfAugmentation(X_np.shape[1], flip=auto["flip"], rotation=float(opts["rotation"]), color=auto["color"],
-                           pixel_max=pixel_max)
+                           pixel_max=pixel_max, mode=opts["augment"])
     X = torch.from_numpy(X_np).to(device)  # uint8 on the device: 47 MB for MNIST, 184 MB for CIFAR10
     identity = {"method": spec.name, "seed": int(seed), "n_clusters": int(n_clusters),
                 "data": data_fingerprint(images, y_true),
@@ -344,7 +355,8 @@ def _targets_on_device(sup: Supervision, opts: dict[str, Any], device: torch.dev
     if sup.mask is None:
         return Targets(sup, T, None, 0)
     labelled = torch.from_numpy(np.flatnonzero(sup.mask)).to(device)
-    return Targets(sup, T, labelled, min(int(sup.batch_size or opts["batch_size"]), labelled.numel()))
+    mask = torch.from_numpy(np.asarray(sup.mask, dtype=bool)).to(device)
+    return Targets(sup, T, labelled, min(int(sup.batch_size or opts["batch_size"]), labelled.numel()), mask)
 
 
 def build_model(setup: RunSetup) -> nn.Module:
@@ -399,19 +411,51 @@ def _resume(setup: RunSetup, state: RunState, checkpoint: Path | str) -> None:
 # ----------------------------------------------------------------------------
 # The label step: pseudo-labels of the whole data set (SeLa) or of a batch (Algorithm 1)
 # ----------------------------------------------------------------------------
+def _labels_due(setup: RunSetup, state: RunState, step_in_epoch: int, steps_per_epoch: int) -> bool:
+    """Whether SeLa's labels of every image are renewed before this step.
+
+    ``label_updates: n`` (SeLa's published ``nopts``): before the steps floor(j S / n), j = 0 .. n - 1, of
+    the run's S steps, spread evenly as cifar.py spreads them; otherwise (null) at the start of every
+    ``label_every``-th epoch. Always before the first step a run (or a resumed run without labels) takes.
+    """
+    if setup.spec.label_scope != "epoch":
+        return False
+    if state.y_all is None:
+        return True
+    n = setup.opts.get("label_updates")
+    if n is not None:
+        total = steps_per_epoch * int(setup.opts["epochs"])
+        return any(j * total // int(n) == state.step for j in range(int(n)))
+    return step_in_epoch == 0 and state.epoch % int(setup.opts.get("label_every", 1)) == 0
+
+
 def _relabel_all(setup: RunSetup, state: RunState) -> float:
-    """SeLa's labels of every training image from the current model, when its schedule says so; seconds spent."""
-    spec, opts = setup.spec, setup.opts
-    if spec.label_scope != "epoch":
-        return 0.0
-    if not (state.y_all is None or state.epoch % int(opts.get("label_every", 1)) == 0):
-        return 0.0
+    """SeLa's labels of every training image from the current model (hard labels of a Sinkhorn plan); seconds.
+
+    ``label_input: eval``: the un-augmented images, batch norm in eval mode (the predictions of the curves);
+    ``augmented``: one view of the training augmentation, the network in train mode, as SeLa's cifar.py
+    labels its training loader's images in the middle of training.
+    """
     t0 = time.perf_counter()
-    if state.probs is None:
-        state.probs = setup.predict(state.model, setup.X)
-    state.y_all, _ = spec.base.label_step(state.probs, state.method_state)
+    if setup.opts.get("label_input", "eval") == "augmented":
+        probs = _predict_augmented(setup, state)
+    else:
+        if state.probs is None:
+            state.probs = setup.predict(state.model, setup.X)
+        probs = state.probs
+    state.y_all, _ = setup.spec.base.label_step(probs, state.method_state)
     _sync(setup.device)
     return time.perf_counter() - t0
+
+
+def _predict_augmented(setup: RunSetup, state: RunState) -> Tensor:
+    """softmax of the network in train mode on one augmented view of every training image: (N, K)."""
+    out, B = [], int(setup.opts["eval_batch_size"])
+    with torch.no_grad(), _amp(setup.device, setup.opts["precision"]):
+        for i in range(0, setup.X.shape[0], B):
+            views = setup.aug(setup.X[i : i + B], state.generators["augment"], 1)
+            out.append(torch.softmax(state.model(views).float(), -1))
+    return torch.cat(out)
 
 
 def _batch_labels(setup: RunSetup, state: RunState, view_logits: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -438,7 +482,8 @@ def _epoch_batches(setup: RunSetup, state: RunState) -> list[tuple[Tensor, Tenso
 
     A new random order of all images every epoch; a lone last image is dropped (it cannot express
     fairness). With a labelled subset, every step also gets ``per_step`` labelled images cycled through
-    fresh permutations of the labelled set, back to back (the module docstring says why).
+    fresh permutations of the labelled set, back to back (the module docstring says why), or, under
+    ``labelled_batch: proportional``, the labelled images that the batch of all images holds.
     """
     N, B = setup.X.shape[0], setup.batch_size
     order = torch.randperm(N, generator=state.generators["order"]).to(setup.device)
@@ -448,6 +493,8 @@ def _epoch_batches(setup: RunSetup, state: RunState) -> list[tuple[Tensor, Tenso
         return [(idx, None) for idx in batches]
     if t.labelled is None:
         return [(idx, idx) for idx in batches]
+    if not t.separate:  # proportional: the labelled images among the batch of all images
+        return [(idx, idx[t.mask[idx]]) for idx in batches]
     L, M = t.per_step, t.labelled.numel()
     n_perm = -(-len(batches) * L // M)
     lab_order = torch.cat([torch.randperm(M, generator=state.generators["labelled"])
@@ -458,18 +505,29 @@ def _epoch_batches(setup: RunSetup, state: RunState) -> list[tuple[Tensor, Tenso
 def _train_step(setup: RunSetup, state: RunState, idx: Tensor, lab: Tensor | None, stats: EpochStats) -> None:
     """One Adam step on the batch ``idx`` (and the targets of the images ``lab``), in one forward pass."""
     spec, t, V, K = setup.spec, setup.targets, setup.n_views, setup.n_clusters
-    separate = t is not None and t.labelled is not None  # a labelled batch beside the batch of all images
-    parts = ([idx] if setup.own_term or not separate else []) + ([lab] if separate else [])
+    separate = t is not None and t.separate  # a labelled batch beside the batch of all images
+    proportional = t is not None and t.labelled is not None and not separate
+    if proportional and not setup.own_term:
+        parts = [lab]  # targets only: forward just the labelled images of the batch
+    else:
+        parts = ([idx] if setup.own_term or not separate else []) + ([lab] if separate else [])
     sizes = [p.numel() for p in parts]
+    if sum(sizes) == 0:  # proportional batches of a targets-only method: none of the batch is labelled
+        return
     t0 = time.perf_counter()
     views = setup.aug(setup.X[torch.cat(parts)], state.generators["augment"], V)
     _sync(setup.device)
     stats.augment_s += time.perf_counter() - t0
     with _amp(setup.device, setup.opts["precision"]):
         logits = state.model(views)
+    if state.step == 0:  # a fresh run's first batch; a resumed run has the start in its checkpoint
+        logits = start_first_batch(setup.opts["start"], state.model, logits)
     all_logits = logits.float().view(V, sum(sizes), K)
     view_logits = all_logits[:, : sizes[0]] if setup.own_term or not separate else None
     target_logits = None if t is None else all_logits[:, -sizes[-1]:]
+    if proportional and setup.own_term:
+        target_logits = all_logits[:, t.mask[idx]]  # the labelled images among the batch of all images
+    has_targets = t is not None and lab.numel() > 0
     y = mixture = None
     if setup.own_term and spec.base is not None:
         if spec.label_scope == "batch":
@@ -481,13 +539,13 @@ def _train_step(setup: RunSetup, state: RunState, idx: Tensor, lab: Tensor | Non
         else:
             y = state.y_all[idx]
     sup = None if t is None else t.supervision
-    loss = batch_loss(spec, state.method_state, view_logits, y, target_logits, None if t is None else t.targets[lab],
-                      "shannon" if sup is None else sup.loss, 1.0 if sup is None else sup.self_weight,
-                      mixture=mixture)
+    loss = batch_loss(spec, state.method_state, view_logits, y, target_logits if has_targets else None,
+                      t.targets[lab] if has_targets else None, "shannon" if sup is None else sup.loss,
+                      1.0 if sup is None else sup.self_weight, mixture=mixture)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()
-    state.step += 1
+    state.probs = None  # the model changed
     stats.losses.append(loss.detach())
 
 
@@ -497,9 +555,12 @@ def train_epoch(setup: RunSetup, state: RunState) -> EpochStats:
     t_epoch = time.perf_counter()
     stats = EpochStats()
     state.model.train()
-    stats.label_s += _relabel_all(setup, state)
-    for idx, lab in _epoch_batches(setup, state):
+    batches = _epoch_batches(setup, state)
+    for step_in_epoch, (idx, lab) in enumerate(batches):
+        if _labels_due(setup, state, step_in_epoch, len(batches)):
+            stats.label_s += _relabel_all(setup, state)
         _train_step(setup, state, idx, lab, stats)
+        state.step += 1
     _sync(setup.device)
     stats.train_s = time.perf_counter() - t_epoch
     return stats
@@ -639,7 +700,10 @@ def _check_supervision(spec: DeepMethod, sup: Supervision | None, N: int, K: int
         raise DeepRunError(f"the target mask must be (N,) = ({N},) bool with at least one labelled image")
     if mask is not None and mask.all():  # every image labelled: the batch of all images is the supervised one
         mask = None
-    return Supervision(t, mask, sup.loss, sup.self_weight, sup.batch_size)
+    if sup.labelled_batch not in LABELLED_BATCHES:
+        raise DeepRunError(f"option 'labelled_batch' must be one of {list(LABELLED_BATCHES)}, "
+                           f"got {sup.labelled_batch!r}")
+    return Supervision(t, mask, sup.loss, sup.self_weight, sup.batch_size, sup.labelled_batch)
 
 
 # ----------------------------------------------------------------------------

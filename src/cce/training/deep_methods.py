@@ -27,10 +27,11 @@ from torch import Tensor
 
 from .. import losses
 from ..methods import Method, get_method, invalid_choice
+from .starts import STARTS
 
 __all__ = [
-    "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "SUPERVISED_METHODS", "Supervision",
-    "TARGET_LOSSES", "batch_loss", "get_deep_method", "target_loss",
+    "DEEP_CHOICES", "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "LABELLED_BATCHES",
+    "MI_WEIGHTS", "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "batch_loss", "get_deep_method", "target_loss",
 ]
 
 # Appendix F, deep setting, plus the options of the self-augmentation and the device.
@@ -45,11 +46,25 @@ DEEP_TRAINING_DEFAULTS: dict[str, Any] = {
     "rotation": 25.0,  # degrees, 0 disables
     "flip": "auto",  # true | false | auto (no flip for digits: mnist, digits)
     "color": "auto",  # true | false | auto (RGB images only)
+    "augment": "compose",  # compose: every transform in sequence | sample_one: one per view (cce.data.augment)
     "max_images": None,  # a fixed random subset of this size (reduced runs); None: all images
     "eval_batch_size": 1000,
+    "start": "plain",  # plain | balanced_bias: the network's start (cce.training.starts)
 }
 # Options of the linear-head training of cce.methods that the deep loop replaces.
 _HEAD_ONLY = ("lr", "momentum", "weight_decay", "preprocess")
+# MI-D's weights (decisiveness, fairness): mean H(sigma_i) - w_f H(mean sigma) as w_d, w_f. "unit" is eq. (1)
+# as written; "imsat" is IMSAT's published code [14] (imsat_cluster.py: VAT + 0.1 (H(Y|X) - 4 H(Y)), the
+# fairness term four times the decisiveness term; its 0.1 only weighs both against VAT, which is not
+# here: the two views' mixture sigma_i is the consistency device the paper gives every method alike).
+MI_WEIGHTS: dict[str, tuple[float, float]] = {"unit": (1.0, 1.0), "imsat": (1.0, 4.0)}
+# Options of the deep loop with a fixed set of values (checked by DeepMethod.options).
+DEEP_CHOICES: dict[str, tuple] = {
+    "augment": ("compose", "sample_one"),
+    "mi_weights": tuple(MI_WEIGHTS),
+    "label_input": ("eval", "augmented"),
+    "start": STARTS,
+}
 
 
 class DeepRunError(Exception):
@@ -79,7 +94,13 @@ class DeepMethod:
         if unknown:
             raise DeepRunError(f"deep method {self.name!r} has no option(s) {unknown}; "
                                f"allowed: {sorted(self.defaults)}")
-        bad = invalid_choice(self.base.choices, options) if self.base is not None else None
+        bad = invalid_choice(DEEP_CHOICES, options) or (
+            invalid_choice(self.base.choices, options) if self.base is not None else None)
+        for name in ("label_every", "label_updates"):
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                bad = bad or f"option {name!r} must be a positive integer{' or null' * (name == 'label_updates')}, " \
+                             f"got {value!r}"
         if bad:
             raise DeepRunError(f"deep method {self.name!r}: {bad}")
         return {**self.defaults, **options}
@@ -91,7 +112,9 @@ class DeepMethod:
 
 
 def _mi_d(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
-    return losses.mi_d_loss(view_logits, state["fairness_weight"])
+    decisiveness, fairness = MI_WEIGHTS[state["mi_weights"]]
+    # w_d (mean H(sigma_i) - (w_f / w_d) H(mean sigma)): the same minimizer; Adam's steps do not see w_d
+    return decisiveness * losses.mi_d_loss(view_logits, fairness / decisiveness)
 
 
 def _iic(view_logits: Tensor, state: dict[str, Any]) -> Tensor:
@@ -113,14 +136,18 @@ DEEP_METHODS: dict[str, DeepMethod] = {
     for m in (
         DeepMethod("mi_d", "MI-D",
                    "IMSAT [14]: the MI loss of eq. (1) on view-averaged predictions, minimized by Adam; "
-                   "fairness_weight = 1 is eq. (1) as written.",
-                   defaults={**DEEP_TRAINING_DEFAULTS, "fairness_weight": 1.0}, view_loss=_mi_d),
+                   "mi_weights: unit is eq. (1) as written, imsat the fairness term four times the "
+                   "decisiveness term as in IMSAT's published code (MI_WEIGHTS).",
+                   defaults={**DEEP_TRAINING_DEFAULTS, "mi_weights": "unit"}, view_loss=_mi_d),
         DeepMethod("iic", "IIC",
                    "IIC [16]: minus the mutual information of the symmetrized joint distribution of two "
                    "views' predictions; lamb = 1 as in IIC.",
                    defaults={**DEEP_TRAINING_DEFAULTS, "lamb": 1.0}, view_loss=_iic),
-        # SeLa refreshes its labels on the whole data set every `label_every` epochs.
-        _from_base("sela", "SeLa", {"label_every": 1}),
+        # SeLa's labels of the whole data set (cce.training.deep._relabel_all): every `label_every` epochs
+        # at the epoch's start, or `label_updates` times spread evenly over the run's steps (SeLa's
+        # published cifar.py: `nopts`); from the un-augmented images in eval mode (`label_input: eval`)
+        # or through the training augmentation in train mode as cifar.py does (`augmented`).
+        _from_base("sela", "SeLa", {"label_every": 1, "label_updates": None, "label_input": "eval"}),
         _from_base("mi_adm", "MI-ADM"),
         _from_base("cce", "CCE (L_CCE)"),
         _from_base("cce_plus", "Our"),
@@ -142,6 +169,7 @@ SUPERVISED_METHODS: dict[str, DeepMethod] = {
     )
 }
 TARGET_LOSSES = ("shannon", "collision")
+LABELLED_BATCHES = ("separate", "proportional")
 
 
 @dataclass(frozen=True)
@@ -153,13 +181,19 @@ class Supervision:
     loss: str = "shannon"  # shannon: H, eq. (8); collision: H2, eq. (9)
     self_weight: float = 1.0  # weight of the method's self-labeling loss (Table 4 adds it as is)
     batch_size: int | None = None  # labelled images per step; None: the method's batch_size
+    # how labelled images enter a step when only some images have targets: "separate" (a labelled batch of
+    # batch_size beside the batch of all images) or "proportional" (those of the batch of all images)
+    labelled_batch: str = "separate"
 
     def fingerprint(self) -> dict[str, Any]:
         h = hashlib.sha256(np.ascontiguousarray(self.targets, dtype=np.float64).data)
         if self.mask is not None:
             h.update(np.ascontiguousarray(self.mask, dtype=bool).data)
-        return {"targets": h.hexdigest(), "loss": self.loss, "self_weight": float(self.self_weight),
-                "batch_size": self.batch_size}
+        out = {"targets": h.hexdigest(), "loss": self.loss, "self_weight": float(self.self_weight),
+               "batch_size": self.batch_size}
+        if self.labelled_batch != "separate":  # older checkpoints, all "separate", keep their identity
+            out["labelled_batch"] = self.labelled_batch
+        return out
 
 
 def target_loss(view_logits: Tensor, targets: Tensor, loss: str = "shannon") -> Tensor:
