@@ -193,3 +193,28 @@ def test_bad_records_are_refused_with_their_path(tmp_path):
     with pytest.raises(ValueError, match="no run records"):
         records_frame([])
     assert np.isclose(records_frame(good)["accuracy"].iloc[0], 0.4)
+
+
+def test_ordering_and_baseline_when_no_dataset_is_shared():
+    """Table 3's demo (Fashion-MNIST) against the paper (STL10, MNIST): ranks and differences to a baseline,
+    never an empty table. Ranks in the paper's columns are among this run's methods only."""
+    from cce.pipeline.tables import ordering_and_baseline
+
+    ours = pd.DataFrame({"method": ["mi_d", "iic", "cce_plus"], "fashion_mnist": [30.0, 45.0, 40.0],
+                         "fashion_mnist_std": [1.0, 1.0, 1.0]})
+    paper = pd.DataFrame({"method": ["mi_d", "iic", "sela", "cce_plus"], "title": ["MI-D", "IIC", "SeLa", "Our"],
+                          "stl10": [25.0, 24.0, 99.0, 26.0], "stl10_std": [0.5, 1.7, 0.9, 1.1],
+                          "mnist": [93.0, 82.0, 50.0, 95.0], "mnist_std": [6.3, 2.3, 1.9, 4.3]})
+    assert compare_with_paper(ours, paper).empty  # what the notebook showed before: headers only
+    out = ordering_and_baseline(ours, paper, "mi_d")
+    assert list(out.index) == ["mi_d", "iic", "cce_plus"]
+    assert list(out.columns) == [("this run: fashion_mnist", "rank"), ("this run: fashion_mnist", "minus mi_d"),
+                                 ("paper: stl10", "rank"), ("paper: stl10", "minus mi_d"),
+                                 ("paper: mnist", "rank"), ("paper: mnist", "minus mi_d")]
+    assert list(out[("this run: fashion_mnist", "rank")]) == [3, 1, 2]  # 1 = highest accuracy
+    assert list(out[("this run: fashion_mnist", "minus mi_d")]) == [0.0, 15.0, 10.0]  # ours minus the baseline
+    # SeLa's 99 on stl10 is not among this run's methods: cce_plus ranks first there
+    assert list(out[("paper: stl10", "rank")]) == [2, 3, 1]
+    assert list(out[("paper: mnist", "minus mi_d")]) == pytest.approx([0.0, -11.0, 2.0])
+    # a baseline this run lacks: ranks only
+    assert all(stat == "rank" for _, stat in ordering_and_baseline(ours, paper, "kmeans").columns)

@@ -311,3 +311,70 @@ def test_malformed_yaml_stops(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"not valid (JSON or )?YAML", proc.stdout + proc.stderr)
     assert not (tmp_path / "results").exists()
+
+
+def test_tiny_clone_notebooks_show_no_warning_or_error(tiny_clone):
+    """Every rendered notebook of the tiny run as a reader opens it: no error output and nothing written to
+    stderr (warnings, progress bars), which the HTML shows as a red block. Tables 1 to 6 showed
+    'TqdmWarning: IProgress not found' (tqdm.auto imported by the training loop). Each table of Tables 2 to 6
+    has its figure, and Table 3's comparison with the paper (no shared dataset) is not an empty table."""
+    from test_notebooks import warnings_and_errors
+
+    workdir, _ = tiny_clone
+    notebooks = sorted((workdir / "results/notebooks").glob("*.ipynb"))
+    assert {p.stem for p in notebooks} >= {"table1", "table2", "table3", "table4", "table5", "table6", "figure1",
+                                           "figure2", "figure3", "lambda", "learning_curves"}
+    found = {p.stem: warnings_and_errors(p) for p in notebooks}
+    assert not {name: outputs for name, outputs in found.items() if outputs}
+    for path in notebooks:
+        # the red block (the template's CSS names the same type in single quotes)
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in path.with_suffix(".html").read_text()
+    for n in (2, 3, 4, 5, 6):
+        png = (workdir / f"results/figures/table{n}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
+        assert "image/png" in (workdir / f"results/notebooks/table{n}.ipynb").read_text()  # shown in the notebook
+    table3 = (workdir / "results/notebooks/table3.ipynb").read_text()
+    assert "The paper reports none of these datasets" not in table3
+    assert "the ordering of the methods and each method's difference to mi_d instead" in table3
+
+
+def test_tiny_report_landing_page_says_what_ran(tiny_clone, tmp_path):
+    """The report opens on what this config ran, on which data and at which size, and says which experiments
+    are reduced pipeline checks (here all of them) rather than the paper's setting."""
+    clone, config = tiny_clone
+    report = tmp_path / "report.html"
+    snakemake("--cores", "1", "--report", report, "--configfile", config, cwd=clone, snakefile=clone / "Snakefile",
+              check=True)
+    html = report.read_text()
+    for text in ("What this configuration ran", "Config: ", "tiny.yaml",
+                 "<strong>Fixed features</strong> (Tables 2 and 5): <strong>reduced pipeline check</strong>",
+                 "<strong>Networks trained from scratch</strong> (Tables 3 and 6)",
+                 "<strong>Weak supervision</strong> (Table 4)", "<strong>Label noise</strong> (Figure 2)",
+                 "(Table 1)", "<strong>lam study</strong>", "Size: the first 64 images; 2 epoch(s); 1 seed(s).",
+                 "Table 3 of the paper as a figure", "table3.png"):
+        assert text in html, text
+
+
+def test_gallery_of_every_clustering_method_is_drawn_and_in_the_report(tiny_clone):
+    """One gallery figure per Table 2 method (workflow/rules/gallery.smk): the seed-0 run trained again from its
+    record scores what the record says, and the report shows the figures with their caption."""
+    workdir, config = tiny_clone
+    methods = ("kmeans", "cce", "cce_plus")
+    for method in methods:
+        png = (workdir / f"results/figures/gallery/digits/{method}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
+        log = (workdir / f"logs/gallery/digits/{method}.log").read_text()
+        refit, recorded = map(float, re.search(r"accuracy ([0-9.]+) \(record ([0-9.]+)\)", log).groups())
+        record = json.loads((workdir / f"results/runs/clustering/digits/{method}/seed0.json").read_text())
+        assert recorded == pytest.approx(record["metrics"]["accuracy"], abs=1e-4)
+        assert refit == pytest.approx(recorded, abs=0.01)
+    report = workdir / "results/gallery_report.html"
+    try:
+        snakemake("--cores", "1", "--report", report.relative_to(workdir), "--configfile", config, cwd=workdir,
+                  snakefile=workdir / "Snakefile", check=True)
+        html = report.read_text()
+    finally:
+        report.unlink(missing_ok=True)
+    assert "Cluster galleries" in html and "Cluster gallery" in html
+    for method in methods:
+        assert f"{method}.png" in html, method

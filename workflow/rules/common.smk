@@ -61,6 +61,17 @@ wildcard_constraints:
     variant=VARIANT_PATTERN,
 
 
+def landing_page():
+    """The report's landing page: workflow/report/workflow.rst, then what this config ran and at which size
+    against the paper's config (cce.pipeline.report), written under .snakemake/ (Snakemake reads a file)."""
+    from cce.pipeline.config import load_config
+    from cce.pipeline.report import write_landing_page
+
+    base = Path(workflow.basedir)
+    return write_landing_page(base / "workflow/report/workflow.rst", config, load_config(base / "config/config.yaml"),
+                              ".snakemake/cce/workflow.rst", config_files=[str(f) for f in workflow.configfiles])
+
+
 def stage_resources(stage):
     return config["resources"][stage]
 

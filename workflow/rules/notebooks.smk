@@ -8,6 +8,7 @@ rule notebook_table2:
         table="results/table2.csv",
         summary="results/table2_summary.csv",
     output:
+        figure=report("results/figures/table2.png", caption="../report/table_figure.rst", category="Figures"),
         notebook="results/notebooks/table2.ipynb",
         html=report("results/notebooks/table2.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
@@ -17,7 +18,8 @@ rule notebook_table2:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p figure {output.figure} -p summary {input.summary}"
+        " > {log.stderr} 2>&1"
 
 
 rule notebook_figure:
@@ -45,6 +47,7 @@ rule notebook_table5:
         template=notebook_template("table5"),
         table="results/table5.csv",
     output:
+        figure=report("results/figures/table5.png", caption="../report/table_figure.rst", category="Figures"),
         notebook="results/notebooks/table5.ipynb",
         html=report("results/notebooks/table5.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
@@ -54,7 +57,7 @@ rule notebook_table5:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p table {input.table} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p figure {output.figure} > {log.stderr} 2>&1"
 
 
 rule notebook_lambda:
@@ -104,6 +107,7 @@ rule notebook_table3:
         table="results/table3.csv",
         summary="results/table3_summary.csv",
     output:
+        figure=report("results/figures/table3.png", caption="../report/table_figure.rst", category="Figures"),
         notebook="results/notebooks/table3.ipynb",
         html=report("results/notebooks/table3.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
@@ -113,7 +117,8 @@ rule notebook_table3:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p figure {output.figure} -p summary {input.summary}"
+        " > {log.stderr} 2>&1"
 
 
 rule notebook_table6:
@@ -121,6 +126,7 @@ rule notebook_table6:
         template=notebook_template("table6"),
         table="results/table6.csv",
     output:
+        figure=report("results/figures/table6.png", caption="../report/table_figure.rst", category="Figures"),
         notebook="results/notebooks/table6.ipynb",
         html=report("results/notebooks/table6.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
@@ -130,7 +136,7 @@ rule notebook_table6:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p table {input.table} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p figure {output.figure} > {log.stderr} 2>&1"
 
 
 rule notebook_learning_curves:
@@ -159,6 +165,7 @@ rule notebook_table4:
         table="results/table4.csv",
         summary="results/table4_summary.csv",
     output:
+        figure=report("results/figures/table4.png", caption="../report/table_figure.rst", category="Figures"),
         notebook="results/notebooks/table4.ipynb",
         html=report("results/notebooks/table4.html", caption="../report/notebook.rst", category="Notebooks"),
     log:
@@ -168,7 +175,8 @@ rule notebook_table4:
         "../../environment.yml"
     shell:
         "python -m cce notebook {input.template:q} --out {output.notebook} --html {output.html}"
-        " --log-notebook {log.notebook} -p table {input.table} -p summary {input.summary} > {log.stderr} 2>&1"
+        " --log-notebook {log.notebook} -p table {input.table} -p figure {output.figure} -p summary {input.summary}"
+        " > {log.stderr} 2>&1"
 
 
 rule notebook_figure2:

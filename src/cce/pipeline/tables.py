@@ -141,3 +141,28 @@ def format_mean_std(table: pd.DataFrame) -> pd.DataFrame:
     for ds in datasets:
         out[ds] = [_mean_std(m, s) for m, s in zip(table[ds], table[f"{ds}_std"])]
     return out
+
+
+def ordering_and_baseline(ours: pd.DataFrame, paper: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """What a run and the paper can be compared on when they share no dataset: per column (this run's, then
+    the paper's) each method's rank (1 = highest mean accuracy) and, with a ``baseline`` method that both
+    tables hold, its mean minus the baseline's in accuracy points.
+
+    Rows: this run's methods, in its order. Ranks and differences in the paper's columns are among this
+    run's methods only, so that the two orderings rank the same methods. Columns are pairs
+    (``this run: {column}`` or ``paper: {column}``, ``rank`` or ``minus {baseline}``); tables in
+    :func:`paper_layout`'s layout.
+    """
+    methods = list(ours["method"])
+    out = pd.DataFrame(index=pd.Index(methods, name="method"))
+    for source, table in (("this run", ours), ("paper", paper)):
+        indexed = table.set_index("method")
+        for column in [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]:
+            means = indexed[column].reindex(methods).astype(float)
+            if means.isna().all():
+                continue
+            out[(f"{source}: {column}", "rank")] = means.rank(ascending=False, method="min").astype("Int64")
+            if baseline is not None and baseline in methods and not pd.isna(means[baseline]):
+                out[(f"{source}: {column}", f"minus {baseline}")] = means - means[baseline]
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out

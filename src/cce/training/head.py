@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in a notebook kernel without ipywidgets; bars go to logs
 
 from ..device import resolve_device
 
