@@ -23,6 +23,7 @@ __all__ = [
     "mutual_information_loss",
     "collision_cross_entropy_with_logits",
     "shannon_cross_entropy_with_logits",
+    "generalized_cross_entropy_with_logits",
     "mutual_information_loss_with_logits",
     "CollisionCrossEntropyLoss",
     "self_labeling_objective",
@@ -123,6 +124,19 @@ def collision_cross_entropy_with_logits(y: Tensor, logits: Tensor) -> Tensor:
 def shannon_cross_entropy_with_logits(y: Tensor, logits: Tensor) -> Tensor:
     """H(y, softmax(logits)) = -sum_k y_k log_softmax(l)_k, eq. (8); (..., K) -> (...)."""
     return -(y * F.log_softmax(logits, -1)).sum(-1)
+
+
+def generalized_cross_entropy_with_logits(y: Tensor, logits: Tensor, q: float = 0.7) -> Tensor:
+    """Generalized cross-entropy L_q = sum_k y_k (1 - sigma_k^q) / q, sigma = softmax(logits); (..., K) -> (...).
+
+    Zhang and Sabuncu (2018): for a one-hot y on class c, (1 - sigma_c^q) / q, a bounded loss that
+    tends to H's -ln sigma_c as q -> 0 and to the MAE-like 1 - sigma_c at q = 1; its gradient is H's
+    times sigma_c^q, so it down-weights images the network contradicts (robust to label noise, slow
+    to fit). q = 0.7 is their choice. ``sigma_k^q = exp(q log_softmax(l)_k)``: no epsilon.
+    """
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q must be in (0, 1], got {q}")
+    return (y * -torch.expm1(q * F.log_softmax(logits, -1))).sum(-1) / q
 
 
 def mutual_information_loss_with_logits(logits: Tensor) -> Tensor:

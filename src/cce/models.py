@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "Architecture", "NETWORKS", "VGG4", "architecture_for", "build_model", "build_network",
-           "count_parameters", "get_architecture", "network_name", "resnet18"]
+__all__ = ["ARCHITECTURES", "Architecture", "MLP", "MLP_WIDTHS", "NETWORKS", "VGG4", "architecture_for", "build_model",
+           "build_network", "count_parameters", "get_architecture", "network_name", "resnet18"]
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,35 @@ def build_model(image_shape: tuple[int, ...], n_clusters: int) -> VGG4:
 
 
 # ----------------------------------------------------------------------------
-# ResNet-18 (the label-noise experiment) and the choice of network by name
+# ResNet-18 and an MLP (the label-noise experiment) and the choice of network by name
 # ----------------------------------------------------------------------------
-NETWORKS = ("auto", "resnet18", *ARCHITECTURES)
+NETWORKS = ("auto", "resnet18", "mlp", *ARCHITECTURES)
+MLP_WIDTHS = (1024, 1024)  # hidden layers of ``mlp``
+
+
+class MLP(nn.Module):
+    """A fully connected network on pixels: x (B, C, H, W) -> flatten -> [Linear, ReLU] x 2 -> logits (B, K).
+
+    784-1024-1024-10 on 28x28 grey images: 1.86 M parameters and no batch norm, enough to memorise
+    thousands of images within tens of epochs, the regime where label noise separates H from H2
+    (Figure 2). torch's default ``nn.Linear`` initialisation (from torch's global RNG).
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, widths: tuple[int, ...] = MLP_WIDTHS):
+        super().__init__()
+        d = 1
+        for side in image_shape:
+            d *= int(side)
+        layers: list[nn.Module] = [nn.Flatten(1)]
+        for width in widths:
+            layers += [nn.Linear(d, width), nn.ReLU(inplace=True)]
+            d = width
+        layers.append(nn.Linear(d, n_classes))
+        self.layers = nn.Sequential(*layers)
+        self.network_name = "mlp"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
 
 
 def resnet18(image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -154,11 +180,14 @@ def resnet18(image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 
 
 def build_network(network: str, image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """``auto`` (the Table 7 network for the shape), ``resnet18``, or a Table 7 name that must fit the shape."""
+    """``auto`` (the Table 7 network for the shape), ``resnet18``, ``mlp`` (:class:`MLP`), or a Table 7 name that
+    must fit the shape."""
     if network == "auto":
         return build_model(image_shape, n_classes)
     if network == "resnet18":
         return resnet18(image_shape, n_classes)
+    if network == "mlp":
+        return MLP(image_shape, n_classes)
     if network in ARCHITECTURES:
         arch = architecture_for(image_shape)
         if arch.name != network:
@@ -169,7 +198,7 @@ def build_network(network: str, image_shape: tuple[int, ...], n_classes: int) ->
 
 
 def network_name(model: nn.Module) -> str:
-    """The name :func:`build_network` knows a network by (a Table 7 column or ``resnet18``)."""
+    """The name :func:`build_network` knows a network by (a Table 7 column, ``resnet18`` or ``mlp``)."""
     return model.arch.name if isinstance(model, VGG4) else getattr(model, "network_name", type(model).__name__)
 
 

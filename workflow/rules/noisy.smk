@@ -1,4 +1,5 @@
-# Figure 2: robustness to label noise, H against H2. The runs are network_run jobs (deep.smk).
+# Figure 2: robustness to label noise, H against H2 and GCE. The runs are network_run jobs (deep.smk).
+# figure2_runs.csv names every run's record; the notebook (notebook_figure2) reads their per-epoch curves.
 
 
 rule figure2_data:

@@ -421,10 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, required=True, help="labelled fraction of every class, e.g. 0.1")
     p.set_defaults(func=cmd_weak)
 
-    p = sub.add_parser("noisy", help="one noisy-label run (Figure 2): soft targets, loss H or H2 -> JSON record")
+    p = sub.add_parser("noisy", help="one noisy-label run (Figure 2): soft targets, loss H, H2 or GCE -> JSON record")
     _add_run_arguments(p, "noisy")
-    p.add_argument("--loss", required=True, help="shannon (H, eq. 8) or collision (H2, eq. 9)")
-    p.add_argument("--eta", type=float, required=True, help="fraction of training labels replaced by random ones")
+    p.add_argument("--loss", required=True, help="shannon (H, eq. 8), collision (H2, eq. 9) or gce (L_q, q = 0.7)")
+    p.add_argument("--eta", type=float, required=True,
+                   help="fraction of training labels replaced by random ones (option 'noise': random | other)")
     p.set_defaults(func=cmd_noisy)
 
     p = sub.add_parser("cluster-images", help="cluster a folder of images (jpg, png): clusters.csv, a report with "

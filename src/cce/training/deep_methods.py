@@ -168,7 +168,10 @@ SUPERVISED_METHODS: dict[str, DeepMethod] = {
                    defaults=dict(DEEP_TRAINING_DEFAULTS)),
     )
 }
-TARGET_LOSSES = ("shannon", "collision")
+# H (eq. 8), H2 (eq. 9), and the generalized cross-entropy L_q of Zhang and Sabuncu (2018) at their q = 0.7,
+# the bounded loss for noisy labels that Figure 2 places beside H2
+TARGET_LOSSES = ("shannon", "collision", "gce")
+GCE_Q = 0.7
 LABELLED_BATCHES = ("separate", "proportional")
 
 
@@ -197,12 +200,14 @@ class Supervision:
 
 
 def target_loss(view_logits: Tensor, targets: Tensor, loss: str = "shannon") -> Tensor:
-    """Mean over V views and L images of H(y_i, sigma(t(X_i))), eq. (8), or H2, eq. (9), in log space.
+    """Mean over V views and L images of H(y_i, sigma(t(X_i))), eq. (8), H2, eq. (9), or L_q (``gce``,
+    q = :data:`GCE_Q`, :func:`cce.losses.generalized_cross_entropy_with_logits`), in log space.
 
-    view_logits (V, L, K), targets (L, K) -> scalar. For one-hot targets both are the usual cross-entropy.
+    view_logits (V, L, K), targets (L, K) -> scalar. For one-hot targets H and H2 are the usual cross-entropy.
     """
     fn = {"shannon": losses.shannon_cross_entropy_with_logits,
-          "collision": losses.collision_cross_entropy_with_logits}[loss]
+          "collision": losses.collision_cross_entropy_with_logits,
+          "gce": lambda y, logits: losses.generalized_cross_entropy_with_logits(y, logits, GCE_Q)}[loss]
     return fn(targets.to(view_logits.dtype).unsqueeze(0), view_logits).mean()
 
 

@@ -32,12 +32,15 @@ labelled images are those that the batch of all images holds (each once an epoch
 on average), their mean cross-entropy added to the self-labeling loss; a batch without one has
 no supervised term.
 
-Noisy labels (Figure 2). A fraction eta of the training images, per class, gets a label
-drawn uniformly from the other classes (:func:`corrupt_labels`); every image is trained with
-the soft target y_hat = eta * u + (1 - eta) * onehot(observed label) (:func:`soft_targets`)
-by Shannon's cross-entropy H (eq. 8, ``shannon``) or the collision cross-entropy H2 (eq. 9,
-``collision``) and no self-labeling term. The network is ResNet-18 (``network: resnet18``,
-:func:`cce.models.resnet18`) or any Table 7 network (``grey28`` for a CPU demo on MNIST).
+Noisy labels (Figure 2). A fraction eta of the training images, per class, gets a random label
+(:func:`corrupt_labels`; option ``noise``: ``random``, uniform over all K classes as the caption
+says, or ``other``, uniform over the K - 1 other classes); every image is trained with the soft
+target y_hat = eta * u + (1 - eta) * onehot(observed label) (:func:`soft_targets`) by Shannon's
+cross-entropy H (eq. 8, ``shannon``) or the collision cross-entropy H2 (eq. 9, ``collision``),
+which on these targets is forward loss correction for the uniform noise matrix, or with the
+generalized cross-entropy L_q (``gce``, q = 0.7) on the observed label, and no self-labeling term.
+The network is ResNet-18 (``network: resnet18``, :func:`cce.models.resnet18`), an MLP on pixels
+(``mlp``, the CPU demo) or any Table 7 network.
 
 Accuracy: the class of every output is known (it is trained on labels), so the main
 metric, ``metrics["accuracy"]``, is the plain accuracy of the arg-max prediction against the
@@ -66,8 +69,8 @@ from .deep import (
 from .deep_methods import LABELLED_BATCHES
 
 __all__ = [
-    "NOISY_DEFAULTS", "WEAK_DEFAULTS", "WEAK_METHODS", "check_noisy", "corrupt_labels", "labelled_subset", "noisy_options",
-    "one_hot", "run_noisy", "run_weak", "soft_targets", "weak_options",
+    "NOISE_MODELS", "NOISY_DEFAULTS", "WEAK_DEFAULTS", "WEAK_METHODS", "check_noisy", "corrupt_labels",
+    "labelled_subset", "noisy_options", "one_hot", "run_noisy", "run_weak", "soft_targets", "weak_options",
 ]
 
 WEAK_METHODS = ("seeds_only", "mi_d", "iic", "sela", "mi_adm", "cce_plus")  # Table 4's rows
@@ -81,6 +84,7 @@ WEAK_DEFAULTS: dict[str, Any] = {
 }
 NOISY_DEFAULTS: dict[str, Any] = {
     "network": "resnet18",  # Figure 2's network
+    "noise": "random",  # random: a label uniform over all K classes (the caption); other: over the K - 1 others
     "n_views": 1,  # plain supervised training: one augmented view per image and step
     "max_eval_images": None,
 }
@@ -115,16 +119,25 @@ def labelled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
     return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
-def corrupt_labels(labels: np.ndarray, eta: float, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replace the labels of round(eta * n_c) images of every class c by a label uniform over the OTHER classes.
+NOISE_MODELS = ("random", "other")
 
-    labels (N,) -> (observed (N,) int64, corrupted (N,) bool). The corrupted fraction of every
-    class is eta within half an image; drawn from ``seed`` alone.
+
+def corrupt_labels(labels: np.ndarray, eta: float, n_classes: int, seed: int,
+                   noise: str = "random") -> tuple[np.ndarray, np.ndarray]:
+    """Replace the labels of round(eta * n_c) images of every class c by a random label.
+
+    ``noise="random"`` (the caption of Figure 2: "replaced by a random label"): uniform over all K
+    classes, so about 1/K of the replaced labels are the true one again; ``"other"``: uniform over
+    the K - 1 other classes, so every replaced label is wrong.
+    labels (N,) -> (observed (N,) int64, replaced (N,) bool). The replaced fraction of every class is
+    eta within half an image; drawn from ``seed`` alone (the same images for both noise models).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     if n_classes < 2:
         raise ValueError("label noise needs at least two classes")
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise must be one of {NOISE_MODELS}, got {noise!r}")
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng([int(seed), _NOISE_STREAM])
     corrupted = np.zeros(labels.shape, dtype=bool)
@@ -132,8 +145,11 @@ def corrupt_labels(labels: np.ndarray, eta: float, n_classes: int, seed: int) ->
         members = np.flatnonzero(labels == c)
         corrupted[rng.choice(members, _per_class_count(members.size, eta), replace=False)] = True
     observed = labels.copy()
-    # a shift of 1..K-1 classes: uniform over the K - 1 wrong labels
-    observed[corrupted] = (labels[corrupted] + rng.integers(1, n_classes, int(corrupted.sum()))) % n_classes
+    n = int(corrupted.sum())
+    if noise == "random":
+        observed[corrupted] = rng.integers(0, n_classes, n)
+    else:  # a shift of 1..K-1 classes: uniform over the K - 1 wrong labels
+        observed[corrupted] = (labels[corrupted] + rng.integers(1, n_classes, n)) % n_classes
     return observed, corrupted
 
 
@@ -143,7 +159,16 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def soft_targets(observed: np.ndarray, eta: float, n_classes: int) -> np.ndarray:
-    """y_hat = eta * u + (1 - eta) * onehot(observed), u uniform over the K classes; (N,) -> (N, K)."""
+    """y_hat = eta * u + (1 - eta) * onehot(observed), u uniform over the K classes; (N,) -> (N, K).
+
+    With these targets the collision cross-entropy is forward loss correction (Patrini et al. 2017)
+    for the uniform noise matrix T = (1 - eta) I + (eta / K) 1 1^T: H2(y_hat, sigma) = -ln sum_k y_hat_k
+    sigma_k = -ln((1 - eta) sigma_c + eta / K) = -ln (T^T sigma)_c, the cross-entropy of the observed
+    label c under the noisy-label distribution T^T sigma the network implies. Its gradient is H's on
+    the hard label c times (1 - eta) sigma_c / ((1 - eta) sigma_c + eta / K): 1 - eta at uniform
+    predictions, near 0 where the network confidently contradicts c. Shannon's H(y_hat, sigma)
+    instead pulls sigma towards y_hat itself (eq. 8).
+    """
     return eta / n_classes + (1.0 - eta) * one_hot(observed, n_classes)
 
 
@@ -178,11 +203,13 @@ def weak_options(method: str, options: dict[str, Any] | None = None) -> dict[str
 def noisy_options(options: dict[str, Any] | None = None) -> dict[str, Any]:
     """All options of a noisy-label run: the ``supervised`` method's and :data:`NOISY_DEFAULTS`."""
     deep_opts, own = _split("supervised", options, NOISY_DEFAULTS)
+    if own["noise"] not in NOISE_MODELS:
+        raise DeepRunError(f"option 'noise' must be one of {', '.join(NOISE_MODELS)}, got {own['noise']!r}")
     return {**deep_opts, **own}
 
 
 def check_noisy(loss: str, eta: float) -> None:
-    """Refuse a noisy-label run's loss (H ``shannon`` or H2 ``collision``) or eta outside [0, 1]."""
+    """Refuse a noisy-label run's loss (H ``shannon``, H2 ``collision``, L_q ``gce``) or eta outside [0, 1]."""
     if loss not in TARGET_LOSSES:
         raise DeepRunError(f"loss must be one of {TARGET_LOSSES}, got {loss!r}")
     if not 0.0 <= float(eta) <= 1.0:
@@ -283,21 +310,27 @@ def run_noisy(
     stop_after_epoch: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Figure 2: train on all training images with eta of their labels corrupted, soft targets, loss H or H2.
+    """Figure 2: train on all training images with eta of their labels replaced (option ``noise``), one loss.
 
-    ``loss`` is ``shannon`` (H, eq. 8) or ``collision`` (H2, eq. 9). The record: experiment,
-    dataset, method (``supervised``), seed, eta, loss, n_labelled (all training images),
-    n_corrupted, test metrics, options, curves, wall time, device, versions.
+    ``loss`` is ``shannon`` (H, eq. 8) or ``collision`` (H2, eq. 9) on the soft targets
+    eta * u + (1 - eta) * onehot(observed), or ``gce`` (L_q, q = 0.7) on the observed label itself
+    (one-hot, as Zhang and Sabuncu train it). The record: experiment, dataset, method
+    (``supervised``), seed, eta, loss, noise, n_labelled (all training images), n_corrupted (labels
+    replaced), n_wrong (observed label not the true one), test metrics, options, curves (per epoch),
+    wall time, device, versions.
     """
     check_noisy(loss, eta)
     opts = noisy_options(options)
     resolve_device(opts["device"])  # before loading anything
     split = _train_test(dataset, root, opts)
     dspec, y_tr = split[0], split[2]
-    observed, corrupted = corrupt_labels(y_tr, float(eta), dspec.n_classes, seed)
-    sup = Supervision(soft_targets(observed, float(eta), dspec.n_classes), None, loss, 0.0)
+    observed, corrupted = corrupt_labels(y_tr, float(eta), dspec.n_classes, seed, opts["noise"])
+    targets = (one_hot(observed, dspec.n_classes) if loss == "gce"
+               else soft_targets(observed, float(eta), dspec.n_classes))
+    sup = Supervision(targets, None, loss, 0.0)
     return _train_and_record(experiment, dataset, root, "supervised", seed, opts, NOISY_DEFAULTS, split, sup,
                              checkpoint, stop_after_epoch, progress, config_name, eta=float(eta), loss=loss,
-                             n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
+                             noise=opts["noise"], n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
+                             n_wrong=int((observed != y_tr).sum()),
                              corrupted_sha256=_sha(np.flatnonzero(corrupted)),
                              observed_labels_sha256=_sha(observed))
