@@ -131,6 +131,9 @@ def cluster_images(
     if unknown:
         raise ClusterImagesError(f"no method of {methods} has option(s) {sorted(unknown)}")
 
+    import sklearn  # noqa: F401  (both needed later: imported before the timer, which times the extraction)
+    import torch  # noqa: F401
+
     start = time.perf_counter()
     X, y, meta, reused = folder_features(imgs, extractor, out / "features" / f"{extractor}.npz",
                                          dict(extractor_options or {}), labels, progress)
