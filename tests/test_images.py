@@ -359,3 +359,10 @@ def test_config_refuses_an_image_folder_named_as_a_registry_dataset(shapes):
 
     with pytest.raises(ConfigError, match="'mnist' is a registry dataset"):
         validate_config(base_config(mnist={"kind": "image_folder", "path": str(shapes)}))
+
+
+def test_gallery_targets_are_one_per_clustering_dataset_and_method():
+    config = {"clustering": {"datasets": ["digits", "shapes"], "methods": ["kmeans", "cce_plus"]}}
+    assert gallery.gallery_targets(config) == [f"results/figures/gallery/{d}/{m}.png" for d in ("digits", "shapes")
+                                               for m in ("kmeans", "cce_plus")]
+    assert gallery.gallery_targets({}) == []

@@ -3,22 +3,12 @@
 # predictions) and draws each cluster's size, most confident images, majority label and purity.
 
 from cce.data import image_folders
+from cce.pipeline.gallery import gallery_targets
 
 IMAGE_FOLDERS = image_folders(config["datasets"])
-
-
-def gallery_targets():
-    section = config.get("clustering") or {}
-    return [f"results/figures/gallery/{dataset}/{method}.png"
-            for dataset in section.get("datasets", []) for method in section.get("methods", [])]
-
-
 # The Snakefile's `rule all` lists all_targets() (common.smk); the galleries join it here, beside their rule.
 _targets_before_galleries = all_targets
-
-
-def all_targets():
-    return _targets_before_galleries() + gallery_targets()
+all_targets = lambda: _targets_before_galleries() + gallery_targets(config)  # noqa: E731
 
 
 if IMAGE_FOLDERS:

@@ -37,6 +37,13 @@ class ClusterView:
     purity: float | None = None
 
 
+def gallery_targets(config: dict) -> list[str]:
+    """The workflow's gallery figures: one per dataset and method of the config's clustering section."""
+    section = config.get("clustering") or {}
+    return [f"results/figures/gallery/{dataset}/{method}.png"
+            for dataset in section.get("datasets", []) for method in section.get("methods", [])]
+
+
 def summarize(clusters: np.ndarray, confidence: np.ndarray, labels: np.ndarray | None = None,
               n_clusters: int | None = None, top: int = 8) -> list[ClusterView]:
     """Clusters (N,) and confidences (N,) -> one view per cluster, largest first (empty ones last);
