@@ -102,3 +102,14 @@ def test_a_bad_start_is_a_run_error_naming_the_key():
         deep.train_deep(images, 2, "mi_d", 0, {**OPTS, "start": "zero"}, progress=False)
     assert deep.DEEP_METHODS["cce_plus"].defaults["start"] == "plain"  # none silently on
     assert all(m.defaults["start"] == "plain" for m in deep.DEEP_METHODS.values())
+
+
+def test_the_config_refuses_a_bad_start_with_its_key():
+    from cce.pipeline.config import ConfigError, validate_config
+
+    config = {"clustering": {"datasets": ["digits"], "extractor": "pixels", "methods": ["kmeans"], "seeds": 1},
+              "deep": {"datasets": ["mnist"], "methods": ["cce_plus"], "seeds": 1, "training": {"start": "zero"}}}
+    with pytest.raises(ConfigError, match=r"'deep.training.start': 'zero' is not one of \['plain', 'balanced_bias'\]"):
+        validate_config(config)
+    config["deep"]["training"]["start"] = "balanced_bias"
+    validate_config(config)
