@@ -83,7 +83,7 @@ def bad(path, value):
                         "training": {"labelled_batch_size": 0}}),
          "'weak.training.labelled_batch_size': 0 is less than the minimum of 1"),
         (bad(["noisy"], {"datasets": ["cifar10"], "losses": ["shannon", "focal"], "etas": [0.1], "seeds": 1}),
-         "'noisy.losses[1]': 'focal' is not one of ['shannon', 'collision']"),
+         "'noisy.losses[1]': 'focal' is not one of ['shannon', 'collision', 'gce']"),
         (bad(["noisy"], {"datasets": ["cifar10"], "losses": ["shannon"], "etas": [1.0], "seeds": 1}),
          "'noisy.etas[0]': 1.0 is greater than or equal to the maximum of 1"),
         (bad(["noisy"], {"datasets": ["cifar10"], "losses": ["shannon"], "etas": [0.5], "seeds": 1,

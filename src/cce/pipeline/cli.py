@@ -48,6 +48,25 @@ def cmd_check_config(args) -> None:
     print(f"{args.config}: valid")
 
 
+def cmd_recover(args) -> None:
+    from .recover import AnotherRunActive, recover
+
+    try:
+        done = recover(args.workdir)
+    except AnotherRunActive as err:
+        raise UserError(str(err)) from err
+    except OSError as err:
+        raise UserError(f"{err}; if no other Snakemake runs in {args.workdir}, run it again with --unlock") from err
+    if done.message():
+        print(done.message())
+
+
+def cmd_lock(args) -> None:
+    from ..lock import write_lock
+
+    print(f"wrote {write_lock(args.out, extras=args.extras)}")
+
+
 def cmd_data(args) -> None:
     from .. import data
 
@@ -340,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a workflow config file")
     p.add_argument("config", type=Path)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("recover", help="after an interrupted run: remove Snakemake's stale lock and stop the "
+                       "jobs it left running, when no Snakemake process runs in the directory")
+    p.add_argument("workdir", type=Path, nargs="?", default=Path("."))
+    p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("lock", help="write the exact versions of this environment as a lock (make lock)")
+    p.add_argument("--out", type=Path, default=Path("requirements.lock"))
+    p.add_argument("--extras", default="workflow,test,images", help="the extras the environment was installed with")
+    p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser("data", help="download or copy a dataset and verify it")
     p.add_argument("dataset")
