@@ -129,7 +129,7 @@ def test_bad_inputs(images):
         run(images, weights="IMAGENET1K_V3")
     with pytest.raises(KeyError, match="unknown extractor 'resnet18'; known extractors: pixels, resnet50"):
         features.extract(images, "resnet18")
-    assert features.EXTRACTORS == ("pixels", "resnet50")
+    assert features.EXTRACTORS == ("pixels", "resnet50", "dinov2", "clip")
 
 
 # ---------------------------------------------------------------------------

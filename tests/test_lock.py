@@ -2,6 +2,7 @@
 the environment running the tests is the locked one."""
 
 import hashlib
+import os
 import tomllib
 
 import pytest
@@ -76,3 +77,16 @@ def test_a_run_record_names_the_lock():
     record = run_provenance()
     assert record["lock"]["sha256"] == hashlib.sha256(LOCK.read_bytes()).hexdigest()
     assert record["lock"]["matches"] is True and record["lock"]["differs"] == {}
+
+
+def test_an_atomic_output_gets_the_usual_file_mode(tmp_path):
+    """Outputs written through io.atomic_path (the lock, records, tables) are not left private (0600)."""
+    from cce.io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

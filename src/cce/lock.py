@@ -137,5 +137,4 @@ def write_lock(path: Path | str, extras: str = "workflow,test,images") -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(format_lock(installed_versions(), extras))
-        tmp.chmod(0o644)  # a temporary file is private; the lock is an ordinary file of the checkout
     return path
