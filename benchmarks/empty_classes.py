@@ -1,4 +1,4 @@
-"""Why L_CCE+ leaves classes empty from a random start, and what the ``start`` option changes (issue 28).
+"""Why L_CCE+ leaves classes empty from a random start, and what the ``start`` option changes.
 
 Trains the deep methods with :func:`cce.training.deep.train_deep` (the Table 7 grey network,
 Adam 1e-4, batch 250, two views) on a fixed subset of Fashion-MNIST's training images,

@@ -17,7 +17,7 @@ time budget (``--budget-s``, wall clock from the start) is spent:
                      images of CIFAR10's (60,000) and STL10's (13,000) size, method ``mi_d`` (no y-step);
 6. ``estimates``     from these epochs: the wall time of the paper config's Tables 3 + 6, Table 4 and
                      Figure 2 on this device, and the memory peak measured for each;
-7. ``empty_class_remedy``  issue 28's decisive run: ``cce_plus`` for 50 epochs on the 60,000 training
+7. ``empty_class_remedy``  the decisive run on empty classes: ``cce_plus`` for 50 epochs on the 60,000 training
                      images, without and with ``EMPTY_CLASS_REMEDY`` (options of the deep method), two
                      seeds; the four runs advance together in chunks of epochs, so that a budget cut
                      leaves them at the same epoch.
@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 for _key in ("POT_BACKEND_DISABLE_JAX", "POT_BACKEND_DISABLE_CUPY", "POT_BACKEND_DISABLE_TENSORFLOW"):
     os.environ.setdefault(_key, "1")
 
-# Issue 28: the options of the deep method (cce_plus) that fight empty classes at the network's start,
+# The options of the deep method (cce_plus) that fight empty classes at the network's start,
 # e.g. {"start": "..."}; None: the part is skipped ("remedy not defined").
 EMPTY_CLASS_REMEDY: dict[str, Any] | None = {"start": "balanced_bias"}  # cce.training.starts
 
@@ -628,14 +628,14 @@ def md_estimates(r: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------
-# 7. Issue 28: the empty-class remedy, decisive run
+# 7. The empty-class remedy, decisive run
 # ----------------------------------------------------------------------------
 def part_empty_class_remedy(ctx: dict[str, Any], remedy: dict[str, Any] | None = None) -> dict[str, Any]:
     from cce.training.deep import TrainingStopped, load_checkpoint, train_deep
 
     remedy = EMPTY_CLASS_REMEDY if remedy is None else remedy
     if remedy is None:
-        raise PartSkipped("remedy not defined: EMPTY_CLASS_REMEDY in benchmarks/gpu_check.py is None (issue 28)")
+        raise PartSkipped("remedy not defined: EMPTY_CLASS_REMEDY in benchmarks/gpu_check.py is None")
     budget, sizes, device = ctx["budget"], ctx["sizes"], ctx["device"]
     images, labels = load_fashion_mnist(ctx["fmnist_dir"], "train", sizes["remedy_images"])
     epochs, chunk = int(sizes["remedy_epochs"]), int(sizes["remedy_chunk"])
@@ -698,7 +698,7 @@ PARTS: dict[str, tuple[str, Callable, Callable]] = {
     "deep_epochs": ("One deep epoch per method, Fashion-MNIST", part_deep_epochs, md_deep_epochs),
     "networks": ("One epoch of the other networks, random images", part_networks, md_networks),
     "estimates": ("Estimated wall time of the paper config's deep experiments", part_estimates, md_estimates),
-    "empty_class_remedy": ("Issue 28: empty classes at the start, with and without the remedy",
+    "empty_class_remedy": ("Empty classes at the start, with and without the remedy",
                            part_empty_class_remedy, md_empty_class_remedy),
 }
 

@@ -49,7 +49,7 @@ def _numbers(obj):
 
 def test_quick_check_runs_and_every_part_reports(gpu_check, fmnist_dir, tmp_path, monkeypatch, capsys):
     """Every part reports numbers or an explicit reason; both files are written; the markdown is printed.
-    The remedy part runs with a stand-in option, independent of issue 28's (EMPTY_CLASS_REMEDY)."""
+    The remedy part runs with a stand-in option, independent of the configured remedy (EMPTY_CLASS_REMEDY)."""
     monkeypatch.setattr(gpu_check, "EMPTY_CLASS_REMEDY", {"rotation": 10.0})
     out = tmp_path / "out"
     code = gpu_check.main(["--size", "quick", "--fmnist-dir", str(fmnist_dir), "--out", str(out),

@@ -71,7 +71,7 @@ rule table6:
 
 
 rule empty_classes:
-    # Issue 28's measurement at the scale of config/README.md ("Empty classes and the network's start"); not a
+    # The empty-classes measurement at the scale of config/README.md ("Empty classes and the network's start"); not a
     # target of `all`: snakemake results/figures/empty_classes.png (about 30 CPU-minutes on one thread).
     input:
         manifest_path("fashion_mnist"),
