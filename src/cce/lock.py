@@ -14,7 +14,9 @@ environment marker, so the same lock installs on other platforms (where torch co
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import functools
 import hashlib
 import importlib.metadata
 import platform
@@ -97,7 +99,13 @@ def _sha256(path: Path) -> str:
 
 def lock_provenance() -> dict[str, object] | None:
     """What a run record says of the lock: its file's SHA-256 and whether this environment matches it
-    (with the packages that differ). None where the library runs outside a checkout with a lock."""
+    (with the packages that differ). None where the library runs outside a checkout with a lock.
+    Computed once per process (it reads every installed package's metadata); callers get a copy."""
+    return copy.deepcopy(_lock_provenance())
+
+
+@functools.lru_cache(maxsize=1)
+def _lock_provenance() -> dict[str, object] | None:
     path = lock_path()
     if not path.is_file():
         return None

@@ -236,6 +236,17 @@ def _fold_batchnorm(model):
     return fuse(model.eval())
 
 
+def _resnet50_identity(w, seed: int) -> dict:
+    """What a ResNet-50 feature file records of the network: weights (or the seed of a random one) and layer."""
+    return {
+        "extractor": "resnet50",
+        "weights": f"ResNet50_Weights.{w.name}" if w is not None else None,
+        "weights_file": os.path.basename(w.url) if w is not None else None,
+        "random_seed": None if w is not None else seed,
+        "layer": "global average pool (fc = identity), 2048-d; BatchNorm folded into the convolutions",
+    }
+
+
 def resnet50(
     images: np.ndarray,
     *,
@@ -282,11 +293,7 @@ def resnet50(
             start += len(f)
             bar.update(len(f))
     how = {
-        "extractor": "resnet50",
-        "weights": f"ResNet50_Weights.{w.name}" if w is not None else None,
-        "weights_file": os.path.basename(w.url) if w is not None else None,
-        "random_seed": None if w is not None else seed,
-        "layer": "global average pool (fc = identity), 2048-d; BatchNorm folded into the convolutions",
+        **_resnet50_identity(w, seed),
         "preprocessing": (
             f"x / {pixel_max:g}; grey repeated to 3 channels; bilinear resize (antialias) to {size}x{size}; "
             "normalize with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)"
@@ -518,11 +525,7 @@ def _resnet50_encoder(*, weights=RESNET50_WEIGHTS, image_size: int | None = None
                            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     net = _fold_batchnorm(resnet50_model(w, download=download, seed=seed)).to(device)
     how = {
-        "extractor": "resnet50",
-        "weights": f"ResNet50_Weights.{w.name}" if w is not None else None,
-        "weights_file": os.path.basename(w.url) if w is not None else None,
-        "random_seed": None if w is not None else seed,
-        "layer": "global average pool (fc = identity), 2048-d; BatchNorm folded into the convolutions",
+        **_resnet50_identity(w, seed),
         "preprocessing": (f"RGB (grey repeated); bilinear resize (antialias) of the shorter side to {size}, centre "
                           f"crop {size}x{size}; normalize with ImageNet mean (0.485, 0.456, 0.406) and std "
                           "(0.229, 0.224, 0.225)"),
