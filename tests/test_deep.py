@@ -87,6 +87,7 @@ def test_stopped_run_resumes_to_the_identical_record(tmp_path, mnist_root, capsy
     a, b = json.loads(whole.read_text()), json.loads(part.read_text())
     assert comparable_record(a) == comparable_record(b)
     assert a["info"]["curves"]["epoch"] == [1, 2] and b["info"]["resumed_at_epochs"] == [1]
+    assert a["predictions"]["sha256"] == b["predictions"]["sha256"]  # every image's cluster and confidence
     ka, kb = deep.load_checkpoint(whole_ck), deep.load_checkpoint(part_ck)
     assert ka["epoch"] == kb["epoch"] == 2
     for name, tensor in ka["model"].items():

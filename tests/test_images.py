@@ -286,41 +286,60 @@ def test_summarize_orders_by_size_with_the_most_confident_first():
     assert views[3].top == () and views[3].majority is None
 
 
-def test_kmeans_confidence_is_one_at_a_mean_and_zero_half_way():
-    X = np.array([[0.0], [2.0], [4.0], [10.0], [12.0], [14.0], [7.0]])
-    clusters = np.array([0, 0, 0, 1, 1, 1, 0])
-    conf = gallery.kmeans_confidence(X, clusters, 2)
-    # cluster 0's mean is 13 / 4 = 3.25; cluster 1's 12
-    assert conf[3] == pytest.approx(1 - 2 / (10 - 3.25)) and conf[4] == 1.0
-    assert conf[6] == pytest.approx(1 - 3.75 / 5)
-    assert ((0 <= conf) & (conf <= 1)).all()
-
-
-def test_the_gallery_fit_gives_the_clusters_of_a_run():
-    from sklearn.datasets import load_digits
-
-    from cce.methods import get_method
-    from cce.pipeline.images import fit_with_confidence
-    from cce.pipeline.runs import seed_everything
-    from cce.training import fit
-
-    X = (load_digits().data / 16).astype(np.float32)[:400]
-    opts = {"epochs": 2, "device": "cpu"}
-    for method in ("cce_plus", "kmeans"):
-        clusters, confidence, _ = fit_with_confidence(method, X, 10, 3, opts if method != "kmeans" else {},
-                                                      progress=False)
-        seed_everything(3)
-        spec = get_method(method)
-        labels, _ = fit(spec, X, 10, 3, spec.options(opts if method != "kmeans" else {}), progress=False)
-        np.testing.assert_array_equal(clusters, labels)
-        assert ((0 <= confidence) & (confidence <= 1)).all()
-
-
 def test_gallery_figure_is_a_png(tmp_path):
     views = gallery.summarize(np.array([0, 1, 1]), np.array([0.9, 0.5, 0.8]), np.array([0, 1, 0]), 2)
     images = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
     gallery.figure(views, ArrayImages(images).load, tmp_path / "g.png", class_names=["a", "b"], title="t")
     assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _dominant_colour(img) -> str:
+    """The name of the COLOURS entry nearest to the brightest pixels of a shapes image."""
+    a = np.asarray(img.convert("RGB"), dtype=float).reshape(-1, 3)
+    bright = a[a.sum(1) >= np.quantile(a.sum(1), 0.9)].mean(0)
+    return min(COLOURS, key=lambda name: np.sum((bright - COLOURS[name]) ** 2))
+
+
+def test_gallery_of_an_image_folder_run_shows_each_row_its_own_image(shapes, tmp_path, monkeypatch, capsys):
+    """image-features, cluster, gallery: the workflow's three commands for an image folder. Every image
+    the gallery loads is the one its row's label was read from (its colour is its sub-folder's)."""
+    feats_path, record = tmp_path / "f.npz", tmp_path / "runs/seed0.json"
+    assert main(["image-features", str(shapes), "pixels", "--out", str(feats_path), "--require-labels",
+                 "--options", '{"num_workers": 0}']) == 0
+    assert main(["cluster", "--features", str(feats_path), "--method", "cce_plus", "--seed", "0",
+                 "--options", '{"epochs": 5, "device": "cpu"}', "--out", str(record)]) == 0
+    drawn = {}
+
+    def figure(views, load, path, *, class_names=None, title=""):
+        drawn.update(views=views, load=load, class_names=class_names, title=title)
+        Image.new("RGB", (4, 4)).save(path, format="PNG")
+
+    monkeypatch.setattr(gallery, "figure", figure)
+    capsys.readouterr()
+    assert main(["gallery", "--record", str(record), "--out", str(tmp_path / "g.png")]) == 0
+    recorded = json.loads(record.read_text())["metrics"]["accuracy"]
+    assert f"accuracy {recorded:.4f} (record {recorded:.4f})" in capsys.readouterr().out
+    X, y, meta = features.load_features(feats_path)
+    assert drawn["class_names"] == meta["classes"] == sorted(COLOURS)
+    shown = [i for v in drawn["views"] for i in v.top]
+    assert len(shown) >= 24
+    for i in shown:
+        assert _dominant_colour(drawn["load"](i)) == meta["classes"][y[i]], meta["paths"][i]
+    # results moved elsewhere: the predictions beside the record are found, and checked against it
+    moved = tmp_path / "moved"
+    (tmp_path / "runs").rename(moved)
+    assert main(["gallery", "--record", str(moved / "seed0.json"), "--out", str(tmp_path / "g2.png")]) == 0
+    (moved / "seed0.predictions.npz").write_bytes((moved / "seed0.predictions.npz").read_bytes()[:-8])
+    assert main(["gallery", "--record", str(moved / "seed0.json"), "--out", str(tmp_path / "g3.png")]) == 2
+    assert "SHA-256 differs" in capsys.readouterr().err
+
+
+def test_gallery_of_a_record_without_predictions_says_to_rerun_it(tmp_path, capsys):
+    record = tmp_path / "seed0.json"
+    record.write_text(json.dumps({"experiment": "clustering", "dataset": "digits", "method": "kmeans", "seed": 0,
+                                  "n_clusters": 10, "metrics": {"accuracy": 0.5}}))
+    assert main(["gallery", "--record", str(record), "--out", str(tmp_path / "g.png")]) == 2
+    assert "names no predictions file" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
 
 
 # ---------------------------------------------------------------------------
@@ -361,8 +380,12 @@ def test_config_refuses_an_image_folder_named_as_a_registry_dataset(shapes):
         validate_config(base_config(mnist={"kind": "image_folder", "path": str(shapes)}))
 
 
-def test_gallery_targets_are_one_per_clustering_dataset_and_method():
-    config = {"clustering": {"datasets": ["digits", "shapes"], "methods": ["kmeans", "cce_plus"]}}
-    assert gallery.gallery_targets(config) == [f"results/figures/gallery/{d}/{m}.png" for d in ("digits", "shapes")
-                                               for m in ("kmeans", "cce_plus")]
+def test_gallery_targets_are_one_per_dataset_and_method_of_tables_2_and_3():
+    config = {"clustering": {"datasets": ["digits", "shapes"], "methods": ["kmeans", "cce_plus"]},
+              "deep": {"datasets": ["fashion_mnist"], "methods": ["iic", "cce_plus"]},
+              "weak": {"datasets": ["fashion_mnist"], "methods": ["cce_plus"]}}
+    assert gallery.gallery_targets(config) == (
+        [f"results/figures/gallery/clustering/{d}/{m}.png" for d in ("digits", "shapes")
+         for m in ("kmeans", "cce_plus")]
+        + [f"results/figures/gallery/deep/fashion_mnist/{m}.png" for m in ("iic", "cce_plus")])
     assert gallery.gallery_targets({}) == []

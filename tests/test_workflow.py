@@ -360,19 +360,23 @@ def test_tiny_report_landing_page_says_what_ran(tiny_clone, tmp_path):
         assert text in html, text
 
 
-def test_gallery_of_every_clustering_method_is_drawn_and_in_the_report(tiny_clone):
-    """One gallery figure per Table 2 method (workflow/rules/gallery.smk): the seed-0 run trained again from its
-    record scores what the record says, and the report shows the figures with their caption."""
+def test_gallery_of_every_table2_and_table3_method_is_drawn_and_in_the_report(tiny_clone):
+    """One gallery figure per Table 2 and Table 3 method (workflow/rules/gallery.smk), drawn from the
+    predictions its seed-0 run saved: they score what the record says, and the report shows the figures."""
     workdir, config = tiny_clone
-    methods = ("kmeans", "cce", "cce_plus")
-    for method in methods:
-        png = (workdir / f"results/figures/gallery/digits/{method}.png").read_bytes()
+    runs = [("clustering", "digits", m) for m in ("kmeans", "cce", "cce_plus")] + [
+        ("deep", "fashion_mnist", m) for m in ("mi_d", "iic", "sela", "mi_adm", "cce", "cce_plus")]
+    for experiment, dataset, method in runs:
+        png = (workdir / f"results/figures/gallery/{experiment}/{dataset}/{method}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
-        log = (workdir / f"logs/gallery/digits/{method}.log").read_text()
-        refit, recorded = map(float, re.search(r"accuracy ([0-9.]+) \(record ([0-9.]+)\)", log).groups())
-        record = json.loads((workdir / f"results/runs/clustering/digits/{method}/seed0.json").read_text())
-        assert recorded == pytest.approx(record["metrics"]["accuracy"], abs=1e-4)
-        assert refit == pytest.approx(recorded, abs=0.01)
+        log = (workdir / f"logs/gallery/{experiment}/{dataset}/{method}.log").read_text()
+        n, drawn, recorded = re.search(r"(\d+) images in \d+ clusters; accuracy ([0-9.]+) \(record ([0-9.]+)\)",
+                                       log).groups()
+        record = json.loads((workdir / f"results/runs/{experiment}/{dataset}/{method}/seed0.json").read_text())
+        assert float(recorded) == pytest.approx(record["metrics"]["accuracy"], abs=1e-4)
+        assert drawn == recorded
+        assert int(n) == (record["features"]["n_examples"] if experiment == "clustering"
+                          else record["data"]["n_examples"])
     report = workdir / "results/gallery_report.html"
     try:
         snakemake("--cores", "1", "--report", report.relative_to(workdir), "--configfile", config, cwd=workdir,
@@ -381,5 +385,6 @@ def test_gallery_of_every_clustering_method_is_drawn_and_in_the_report(tiny_clon
     finally:
         report.unlink(missing_ok=True)
     assert "Cluster galleries" in html and "Cluster gallery" in html
-    for method in methods:
+    assert "clustering: digits" in html and "deep: fashion_mnist" in html  # the figures' subcategories
+    for _, _, method in runs:
         assert f"{method}.png" in html, method

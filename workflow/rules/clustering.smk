@@ -1,12 +1,14 @@
 # Clustering of fixed features: Table 2, Table 5 and the lam study.
-# One JSON record per (experiment, dataset, variant, seed); tables aggregate the records.
+# One JSON record per (experiment, dataset, variant, seed), and the predictions beside it (the cluster
+# galleries draw them); tables aggregate the records.
 
 
 rule clustering_run:
     input:
         lambda wc: features_path(wc.dataset, config[wc.experiment]["extractor"]),
     output:
-        RECORD_PATTERN,
+        record=RECORD_PATTERN,
+        predictions=PREDICTIONS_PATTERN,
     params:
         method=lambda wc: parse_variant(wc.variant)[0],
         options=lambda wc: run_options_json(wc.experiment, wc.dataset, wc.variant),
@@ -22,7 +24,8 @@ rule clustering_run:
     shell:
         "python -m cce cluster --features {input} --method {params.method} --seed {wildcards.seed}"
         " --experiment {wildcards.experiment} --options {params.options:q}"
-        ' --config-name "${{CCE_CONFIG_FILES:-}}" --out {output} > {log} 2>&1'
+        ' --config-name "${{CCE_CONFIG_FILES:-}}" --out {output.record} --predictions {output.predictions}'
+        " > {log} 2>&1"
 
 
 rule table2:

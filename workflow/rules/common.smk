@@ -10,6 +10,7 @@ from cce.pipeline.config import ConfigError, validate_config
 from cce.pipeline.experiments import (
     DEEP_EXPERIMENTS,
     HEAD_EXPERIMENTS,
+    PREDICTIONS_PATTERN,
     RECORD_PATTERN,
     TARGET_EXPERIMENTS,
     VARIANT_PATTERN,

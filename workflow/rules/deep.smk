@@ -1,4 +1,5 @@
-# Networks trained from scratch: one JSON record per (experiment, dataset, variant, seed), the tables
+# Networks trained from scratch: one JSON record per (experiment, dataset, variant, seed) with the
+# predictions beside it (on every image for deep, on the test images for weak and noisy), the tables
 # of Table 3 and Table 6 (weak.smk: Table 4; noisy.smk: Figure 2). A job saves a checkpoint after
 # every epoch under results/checkpoints/. It is not an output, so Snakemake keeps it when a job
 # fails or is killed, and the job run again resumes from it; it is deleted once the record is
@@ -10,7 +11,8 @@ rule network_run:
     input:
         lambda wc: manifest_path(wc.dataset),
     output:
-        "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json",
+        record=RECORD_PATTERN,
+        predictions=PREDICTIONS_PATTERN,
     wildcard_constraints:
         experiment="|".join(NETWORK_EXPERIMENTS),
     params:
@@ -32,7 +34,7 @@ rule network_run:
         "python -m cce {wildcards.experiment} --dataset {wildcards.dataset} --root {params.root:q} {params.run}"
         " --seed {wildcards.seed} --options {params.options:q} --experiment {wildcards.experiment}"
         ' --config-name "${{CCE_CONFIG_FILES:-}}" --checkpoint {params.checkpoint:q} {params.keep}'
-        " --out {output} > {log} 2>&1"
+        " --out {output.record} --predictions {output.predictions} > {log} 2>&1"
 
 
 rule table3:

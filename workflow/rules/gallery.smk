@@ -1,9 +1,9 @@
-# Cluster galleries of Table 2's runs, and features of image folders (datasets of kind image_folder).
-# A gallery trains the seed-0 run of a (dataset, method) again from its record (records hold metrics, not
-# predictions) and draws each cluster's size, most confident images, majority label and purity.
+# Cluster galleries of Table 2's and Table 3's runs, and features of image folders (datasets of kind
+# image_folder). A gallery draws the seed-0 run of a (dataset, method) from the predictions it saved
+# beside its record: each cluster's size, most confident images, majority label and purity.
 
 from cce.data import image_folders
-from cce.pipeline.gallery import gallery_targets
+from cce.pipeline.gallery import GALLERY_EXPERIMENTS, gallery_targets
 
 IMAGE_FOLDERS = image_folders(config["datasets"])
 # The Snakefile's `rule all` lists all_targets() (common.smk); the galleries join it here, beside their rule.
@@ -39,24 +39,27 @@ if IMAGE_FOLDERS:
 
 rule gallery:
     input:
-        features=lambda wc: features_path(wc.dataset, config["clustering"]["extractor"]),
-        record="results/runs/clustering/{dataset}/{method}/seed0.json",
-        data=lambda wc: [] if wc.dataset in IMAGE_FOLDERS else manifest_path(wc.dataset),
+        record="results/runs/{experiment}/{dataset}/{method}/seed0.json",
+        predictions="results/runs/{experiment}/{dataset}/{method}/seed0.predictions.npz",
+        # the thumbnails' source: an image folder's feature file (its paths), else the prepared data
+        images=lambda wc: (features_path(wc.dataset, config[wc.experiment]["extractor"]) if wc.dataset in IMAGE_FOLDERS
+                           else manifest_path(wc.dataset)),
     output:
-        report("results/figures/gallery/{dataset}/{method}.png", caption="../report/gallery.rst",
-               category="Cluster galleries", subcategory="{dataset}", labels={"dataset": "{dataset}",
-                                                                              "method": "{method}"}),
+        report("results/figures/gallery/{experiment}/{dataset}/{method}.png", caption="../report/gallery.rst",
+               category="Cluster galleries", subcategory="{experiment}: {dataset}",
+               labels={"experiment": "{experiment}", "dataset": "{dataset}", "method": "{method}"}),
+    wildcard_constraints:
+        experiment="|".join(GALLERY_EXPERIMENTS),
     params:
         root=DATA_ROOT,
     log:
-        "logs/gallery/{dataset}/{method}.log",
-    threads: stage_resources("clustering")["threads"]
+        "logs/gallery/{experiment}/{dataset}/{method}.log",
+    threads: 1
     resources:
         mem_mb=stage_resources("clustering")["mem_mb"],
         runtime=stage_resources("clustering")["runtime"],
-        gpu=stage_resources("clustering")["gpu"],
     conda:
         "../../environment.yml"
     shell:
-        "python -m cce gallery --features {input.features} --record {input.record} --root {params.root:q}"
+        "python -m cce gallery --record {input.record} --predictions {input.predictions} --root {params.root:q}"
         " --out {output} > {log} 2>&1"

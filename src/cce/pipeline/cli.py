@@ -102,7 +102,8 @@ def cmd_cluster(args) -> None:
         raise UserError(err.args[0] if err.args else str(err)) from err
     try:
         record = run_clustering(args.features, args.method, args.seed, args.options,
-                                experiment=args.experiment, config_name=args.config_name)
+                                experiment=args.experiment, config_name=args.config_name,
+                                predictions=_predictions_path(args))
     except (FeatureFileError, DeviceError) as err:
         raise UserError(str(err)) from err
     write_record(args.out, record)
@@ -110,6 +111,12 @@ def cmd_cluster(args) -> None:
     print(f"{record['dataset']} {args.method} seed {args.seed}: accuracy {m['accuracy']:.4f} "
           f"nmi {m['nmi']:.4f} ari {m['ari']:.4f} clusters {m['n_clusters_nonempty']} "
           f"({record['wall_time_s']:.1f} s)")
+
+
+def _predictions_path(args) -> Path:
+    from ..predictions import predictions_path
+
+    return args.predictions or predictions_path(args.out)
 
 
 def _records(paths):
@@ -253,7 +260,8 @@ def cmd_deep(args) -> None:
     _run_with_checkpoint(args, args.method, lambda: get_deep_method(args.method).options(args.options),
                          lambda ck: run_deep(args.dataset, args.root, args.method, args.seed, args.options,
                                              experiment=args.experiment, config_name=args.config_name,
-                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch,
+                                             predictions=_predictions_path(args)))
 
 
 def cmd_weak(args) -> None:
@@ -263,7 +271,8 @@ def cmd_weak(args) -> None:
                          lambda: weak_options(args.method, args.options),
                          lambda ck: run_weak(args.dataset, args.root, args.method, args.seed, args.fraction,
                                              args.options, experiment=args.experiment, config_name=args.config_name,
-                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+                                             checkpoint=ck, stop_after_epoch=args.stop_after_epoch,
+                                             predictions=_predictions_path(args)))
 
 
 def cmd_noisy(args) -> None:
@@ -276,7 +285,8 @@ def cmd_noisy(args) -> None:
     _run_with_checkpoint(args, f"{args.loss} eta {args.eta:g}", check,
                          lambda ck: run_noisy(args.dataset, args.root, args.loss, args.eta, args.seed, args.options,
                                               experiment=args.experiment, config_name=args.config_name,
-                                              checkpoint=ck, stop_after_epoch=args.stop_after_epoch))
+                                              checkpoint=ck, stop_after_epoch=args.stop_after_epoch,
+                                              predictions=_predictions_path(args)))
 
 
 def _image_errors():
@@ -326,14 +336,16 @@ def cmd_image_features(args) -> None:
 
 
 def cmd_gallery(args) -> None:
-    from .images import gallery_of_record
+    from .images import gallery_of_run
+    from .runs import RecordError
 
     try:
-        shown = gallery_of_record(args.features, args.record, args.root, args.out, top=args.top)
-    except _image_errors() as err:
+        shown = gallery_of_run(args.record, args.root, args.out, top=args.top, predictions_path=args.predictions)
+    except (*_image_errors(), RecordError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
-    print(f"{args.out}: {shown['clusters']} clusters; accuracy {shown['accuracy']:.4f} "
-          f"(record {shown['record_accuracy']:.4f})")
+    score = (f"accuracy {shown['accuracy']:.4f} (record {shown['record_accuracy']:.4f})"
+             if shown["accuracy"] is not None else "no labels")
+    print(f"{args.out}: {shown['images']} images in {shown['clusters']} clusters; {score}")
 
 
 def _add_run_arguments(p, experiment: str) -> None:
@@ -350,6 +362,12 @@ def _add_run_arguments(p, experiment: str) -> None:
                    help="keep the last checkpoint (the trained network) after the record is written")
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="stop after this epoch's checkpoint without writing the record (to try a resume)")
+    _add_predictions_argument(p)
+
+
+def _add_predictions_argument(p) -> None:
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="the cluster and confidence of every image, NPZ (default: OUT with suffix .predictions.npz)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="clustering")
     p.add_argument("--config-name", default=None, help="the config file the run came from, for the record")
     p.add_argument("--out", type=Path, required=True)
+    _add_predictions_argument(p)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("table", help="aggregate run records into a table in the paper's layout")
@@ -486,9 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-labels", action="store_true", help="refuse a folder without label sub-folders")
     p.set_defaults(func=cmd_image_features)
 
-    p = sub.add_parser("gallery", help="a clustering run's gallery (PNG): its record's run trained again")
-    p.add_argument("--features", type=Path, required=True)
+    p = sub.add_parser("gallery", help="a run's cluster gallery (PNG), from the predictions its record names")
     p.add_argument("--record", type=Path, required=True)
+    p.add_argument("--predictions", type=Path, default=None, help="a predictions file other than the record's")
     p.add_argument("--root", type=Path, default=Path("resources/data"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--top", type=int, default=8)

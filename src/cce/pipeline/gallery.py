@@ -1,9 +1,7 @@
 """Cluster galleries: for each cluster its size, its most confident images and, with labels, the
 majority label and the cluster's purity; drawn as a figure (PNG) or as HTML with inline thumbnails.
 
-Confidence of an image in its cluster: for a method that trains a softmax head, the largest
-predicted probability max_k sigma_ik; for K-means, which has none, 1 - d1 / d2 with d1 and d2 the
-distances to the nearest and second-nearest cluster mean (1 at a mean, 0 half-way between two).
+An image's confidence in its cluster is defined in :mod:`cce.predictions`.
 """
 
 from __future__ import annotations
@@ -26,6 +24,15 @@ CLASS_NAMES = {
 }
 
 
+# The experiments whose runs get a gallery in the workflow: Table 2's (a head on fixed features) and
+# Table 3's (a network trained from scratch).
+GALLERY_EXPERIMENTS = ("clustering", "deep")
+
+
+class GalleryError(ValueError):
+    """A gallery cannot be drawn from what a run left (no predictions, other data); the message says why."""
+
+
 @dataclass(frozen=True)
 class ClusterView:
     """One cluster as the gallery shows it: ``top`` holds row indices, most confident first."""
@@ -38,10 +45,14 @@ class ClusterView:
 
 
 def gallery_targets(config: dict) -> list[str]:
-    """The workflow's gallery figures: one per dataset and method of the config's clustering section."""
-    section = config.get("clustering") or {}
-    return [f"results/figures/gallery/{dataset}/{method}.png"
-            for dataset in section.get("datasets", []) for method in section.get("methods", [])]
+    """The workflow's gallery figures: one per dataset and method of the config's clustering and deep sections."""
+    return [gallery_path(experiment, dataset, method)
+            for experiment in GALLERY_EXPERIMENTS if config.get(experiment)
+            for dataset in config[experiment].get("datasets", []) for method in config[experiment].get("methods", [])]
+
+
+def gallery_path(experiment: str, dataset: str, method: str) -> str:
+    return f"results/figures/gallery/{experiment}/{dataset}/{method}.png"
 
 
 def summarize(clusters: np.ndarray, confidence: np.ndarray, labels: np.ndarray | None = None,
@@ -62,32 +73,6 @@ def summarize(clusters: np.ndarray, confidence: np.ndarray, labels: np.ndarray |
             majority, purity = int(counts.argmax()), float(counts.max() / members.size)
         views.append(ClusterView(k, int(members.size), tuple(int(i) for i in best), majority, purity))
     return sorted(views, key=lambda v: (-v.size, v.cluster))
-
-
-def head_confidence(probs: np.ndarray) -> np.ndarray:
-    """max_k sigma_ik of predictions (N, K)."""
-    return np.asarray(probs).max(axis=1)
-
-
-def kmeans_confidence(X: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
-    """1 - d_own / d_other of every point (N,): distances to its cluster's mean and to the nearest other
-    mean (K-means' centres at convergence); clipped to [0, 1]."""
-    X = np.asarray(X, dtype=np.float32)
-    clusters = np.asarray(clusters)
-    centres = np.stack([X[clusters == k].mean(0) if (clusters == k).any() else np.full(X.shape[1], np.nan)
-                        for k in range(n_clusters)])
-    conf = np.empty(len(X))
-    for s in range(0, len(X), 4096):  # (4096, K) distances at a time: no (N, K, D) array
-        Xc, own = X[s:s + 4096], clusters[s:s + 4096]
-        d = np.sqrt(np.maximum((Xc ** 2).sum(1)[:, None] - 2 * Xc @ centres.T + (centres ** 2).sum(1)[None], 0))
-        d = np.where(np.isnan(d), np.inf, d)
-        rows = np.arange(len(Xc))
-        d_own = d[rows, own].copy()
-        d[rows, own] = np.inf
-        d_other = d.min(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            conf[s:s + 4096] = np.where(d_other > 0, 1.0 - d_own / d_other, 0.0)
-    return np.clip(np.nan_to_num(conf, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
 
 
 def label_name(label: int | None, class_names: Sequence[str] | None) -> str:

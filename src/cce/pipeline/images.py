@@ -6,9 +6,9 @@ in the verified ``.npz`` format of :func:`cce.data.features.save_features`) -> t
 ``clusters.csv`` (path, cluster, confidence), one CSV per compared method, ``summary.json`` and
 ``report.html`` (numbers, skipped files, a gallery per method) in the output folder.
 
-The workflow's gallery figures (:func:`gallery_of_record`) come from the same code: a clustering
-run's record holds its metrics, not its predictions, so the gallery trains the run again from the
-record's method, options and seed on the same features and checks that it scores what the record says.
+The workflow's gallery figures (:func:`gallery_of_run`) come from the same code, drawn from the
+predictions a run saved beside its record (:mod:`cce.predictions`): a clustering run of Table 2 or a
+network of Table 3 alike, with no second training.
 """
 
 from __future__ import annotations
@@ -37,26 +37,14 @@ class ClusterImagesError(ValueError):
 
 def fit_with_confidence(method: str, X: np.ndarray, n_clusters: int, seed: int, options: dict | None = None,
                         y_true: np.ndarray | None = None, progress: bool = True):
-    """Cluster X (N, D) with ``method``: clusters (N,), confidence (N,) in [0, 1] (:mod:`.gallery`), info.
-
-    The clusters are those of :func:`cce.pipeline.runs.run_clustering` for the same seed and options.
-    """
-    import torch
-
+    """Cluster X (N, D) with ``method``: clusters (N,), confidence (N,) in [0, 1], info; the clusters of
+    :func:`cce.pipeline.runs.run_clustering` for the same seed and options."""
     from ..methods import get_method
-    from ..training import predict_logits, train_head
+    from ..training import fit_predict
     from .runs import seed_everything
 
-    spec = get_method(method)
-    opts = spec.options(options)
     seed_everything(seed)
-    if spec.fit_fn is not None:
-        clusters, info = spec.fit_fn(X, n_clusters, seed, **opts)
-        return np.asarray(clusters), gallery.kmeans_confidence(X, clusters, n_clusters), info
-    head, pre, info = train_head(X, n_clusters, spec, seed, opts, y_true=y_true, progress=progress)
-    Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
-    probs = torch.softmax(predict_logits(head, Xt).float(), -1).cpu().numpy()
-    return probs.argmax(1), gallery.head_confidence(probs), info
+    return fit_predict(get_method(method), X, n_clusters, seed, options, y_true=y_true, progress=progress)
 
 
 # ---------------------------------------------------------------------------
@@ -246,44 +234,70 @@ def _report_html(summary: dict, imgs: ImageFolder, meta: dict, results: dict, y,
 # The workflow's gallery of a clustering run
 
 
-def gallery_of_record(features_path: Path | str, record_path: Path | str, root: Path | str, out: Path | str,
-                      top: int = 8, progress: bool = False) -> dict[str, Any]:
-    """Train the run of ``record_path`` again on ``features_path`` and draw its gallery to ``out`` (PNG).
-
-    Thumbnails come from the dataset the features were made of: a registry dataset prepared under
-    ``root``, or the image folder the feature file names. Returns the accuracy of this fit and the record's.
-    """
+def _image_loader(record: dict[str, Any], predictions, root: Path | str):
+    """``load(i)``: image ``i`` of ``predictions`` as a PIL image, and the class names, for the run of ``record``."""
     from .. import data
-    from ..data.image_folder import ArrayImages
+    from ..data.image_folder import ArrayImages, read_image
+
+    if predictions.source == "features":
+        meta = feats.load_features(record["features"]["path"])[2]
+        if meta.get("source", {}).get("kind") == "image_folder":
+            base, paths = Path(meta["source"]["root"]), meta["paths"]
+            return (lambda i: read_image(base / paths[predictions.index[i]])), meta.get("classes") or None
+        split = "all"  # the features of a registry dataset: one row per image of its `all` split
+    else:
+        split = predictions.source
+    dataset = record["dataset"]
+    images, _ = data.load(dataset, root, split)
+    if predictions.index.size and predictions.index.max() >= len(images):
+        raise gallery.GalleryError(f"the predictions of {dataset} name image {predictions.index.max()} of its "
+                                   f"{split} split, which has {len(images)}: prepared data under {root} differ "
+                                   "from the run's")
+    rows = ArrayImages(images, data.get_spec(dataset).pixel_max)
+    return (lambda i: rows.load(int(predictions.index[i]))), gallery.CLASS_NAMES.get(dataset)
+
+
+def gallery_of_run(record_path: Path | str, root: Path | str, out: Path | str, top: int = 8,
+                   predictions_path: Path | str | None = None) -> dict[str, Any]:
+    """Draw the gallery (PNG at ``out``) of the run of ``record_path`` from the predictions it saved.
+
+    The predictions file is the one the record names (its SHA-256 checked), or ``predictions_path``.
+    Thumbnails come from the data the run saw: the registry dataset prepared under ``root``, or the
+    image folder its feature file names. Returns the accuracy drawn and the number of clusters.
+    """
     from ..metrics import clustering_scores
+    from ..predictions import load_predictions
+    from ..predictions import predictions_path as predictions_file_of
     from .runs import read_record
 
     record = read_record(record_path)
-    X, y, meta = feats.load_features(features_path)
+    saved = record.get("predictions")
+    if predictions_path is None and not saved:
+        raise gallery.GalleryError(f"{record_path}: the record names no predictions file (made before runs "
+                                   f"saved them); rerun it with `snakemake --cores all --force {record_path}`")
+    if predictions_path is None:
+        # the path the run wrote (relative to the directory it ran in), else the file beside the record
+        where = Path(saved["path"])
+        if not where.is_file() and predictions_file_of(record_path).is_file():
+            where = predictions_file_of(record_path)
+        predictions = load_predictions(where, saved["sha256"])
+    else:  # the record's file under another name (a moved run) or another file: checked when it is the record's
+        same = saved and Path(saved["path"]).resolve() == Path(predictions_path).resolve()
+        predictions = load_predictions(predictions_path, saved["sha256"] if same else None)
+    load, class_names = _image_loader(record, predictions, root)
     K = int(record["n_clusters"])
-    clusters, confidence, _ = fit_with_confidence(record["method"], X, K, int(record["seed"]), record["options"],
-                                                  y_true=y, progress=progress)
-    accuracy = clustering_scores(y, clusters)["accuracy"]
-    if meta.get("source", {}).get("kind") == "image_folder":
-        base = Path(meta["source"]["root"])
-        paths = meta["paths"]
-
-        def load(i):
-            from ..data.image_folder import read_image
-
-            return read_image(base / paths[i])
-
-        class_names = meta.get("classes") or None
-    else:
-        spec = data.get_spec(meta["dataset"])
-        images, _ = data.load(meta["dataset"], root, "all")
-        load = ArrayImages(images, spec.pixel_max).load
-        class_names = gallery.CLASS_NAMES.get(meta["dataset"])
-    views = gallery.summarize(clusters, confidence, y if (y >= 0).all() else None, K, top=top)
-    title = (f"{record['dataset']}, {record['method']} seed {record['seed']} on {meta.get('extractor')} features: "
-             f"accuracy {accuracy:.3f} (its record: {record['metrics']['accuracy']:.3f})")
-    gallery.figure(views, load, out, class_names=class_names, title=title)
-    return {"accuracy": accuracy, "record_accuracy": record["metrics"]["accuracy"], "clusters": len(views)}
+    y = predictions.labels
+    accuracy = clustering_scores(y, predictions.cluster)["accuracy"] if y is not None else None
+    views = gallery.summarize(predictions.cluster, predictions.confidence, y, K, top=top)
+    what = (f"{record['experiment']}: {record['dataset']}, {record['method']} seed {record['seed']}"
+            + (f" on {record['features']['extractor']} features" if "features" in record else "")
+            + f" ({predictions.cluster.size} images"
+            + (f", {record['options']['epochs']} epochs)" if "epochs" in record.get("options", {}) else ")"))
+    if accuracy is not None:
+        what += f": accuracy {accuracy:.3f}"
+    gallery.figure(views, load, out, class_names=class_names, title=what)
+    return {"accuracy": accuracy, "record_accuracy": record["metrics"].get("accuracy"), "clusters": len(views),
+            "images": int(predictions.cluster.size)}
 
 
 def print_summary(summary: dict, file=None) -> None:

@@ -3,6 +3,8 @@
 A record carries everything needed to trace a number back to what made it:
 the method's options, the seed, the feature file and its checksum, the
 device, library versions, the git commit of the code and the wall time.
+With ``predictions``, the cluster and confidence of every image are written there
+(:mod:`cce.predictions`) and the record names the file and its checksum.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 from ..data.features import load_features
 from ..io import write_json_atomic
 from ..methods import get_method
+from ..predictions import make_predictions, save_predictions
 from ..provenance import run_record
-from ..training import fit
+from ..training import fit_predict
 
 
 def seed_everything(seed: int) -> None:
@@ -38,8 +41,12 @@ def run_clustering(
     options: dict[str, Any] | None = None,
     experiment: str = "clustering",
     config_name: str | None = None,
+    predictions: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Fit ``method`` on the features in ``features_path`` with ``seed``; return the run record."""
+    """Fit ``method`` on the features in ``features_path`` with ``seed``; return the run record.
+
+    With ``predictions`` (a path), the cluster and confidence of every row are saved there first.
+    """
     spec = get_method(method)
     opts = spec.options(options)
     X, y, meta = load_features(features_path)
@@ -51,8 +58,11 @@ def run_clustering(
 
     seed_everything(seed)
     start = time.perf_counter()
-    labels, info = fit(spec, X, n_clusters, seed, opts, y_true=y)
+    labels, confidence, info = fit_predict(spec, X, n_clusters, seed, opts, y_true=y)
     wall = time.perf_counter() - start
+    saved = None
+    if predictions is not None:
+        saved = save_predictions(predictions, make_predictions(labels, confidence, source="features", labels=y))
 
     return run_record(
         experiment=experiment, dataset=meta.get("dataset"), method=method, seed=seed,
@@ -65,6 +75,7 @@ def run_clustering(
             "n_examples": int(X.shape[0]),
             "n_features": int(X.shape[1]),
         },
+        predictions=saved,
     )
 
 

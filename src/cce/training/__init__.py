@@ -5,6 +5,6 @@ and :mod:`cce.training.weak` (weak supervision, noisy labels) import torch and k
 are imported on their own.
 """
 
-from .head import ConvergenceWarning, LinearHead, Preprocessor, fit, predict_logits, train_head
+from .head import ConvergenceWarning, LinearHead, Preprocessor, fit, fit_predict, predict_logits, train_head
 
-__all__ = ["ConvergenceWarning", "LinearHead", "Preprocessor", "fit", "predict_logits", "train_head"]
+__all__ = ["ConvergenceWarning", "LinearHead", "Preprocessor", "fit", "fit_predict", "predict_logits", "train_head"]

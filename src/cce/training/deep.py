@@ -15,7 +15,7 @@ One loop serves every method. Per batch of images (uint8, kept on the device):
 The methods, their losses and options are in :mod:`cce.training.deep_methods`; checkpoints in
 :mod:`cce.training.checkpoints`.
 
-Where things live in this module, in the order :func:`train_deep` calls them:
+Where things live in this module, in the order :func:`train_deep_probs` (and :func:`train_deep`, its argmax) calls them:
 
 - the run's settings, read only: :class:`RunSetup` (:func:`_setup`: input checks, images on the
   device, augmentation, the identity that a checkpoint must match);
@@ -86,7 +86,8 @@ from .deep_methods import (
 __all__ = [
     "DEEP_METHODS", "DEEP_TRAINING_DEFAULTS", "DeepMethod", "DeepRunError", "DeviceUnavailableError",
     "SUPERVISED_METHODS", "Supervision", "TARGET_LOSSES", "TrainingStopped", "batch_loss", "fixed_subset",
-    "get_deep_method", "load_checkpoint", "run_deep", "target_loss", "train_deep",
+    "get_deep_method", "load_checkpoint", "run_deep", "subset_indices", "target_loss", "train_deep",
+    "train_deep_probs",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -105,12 +106,19 @@ class TrainingStopped(Exception):
         self.checkpoint = checkpoint
 
 
+def subset_indices(n_total: int, n: int | None) -> np.ndarray:
+    """The rows (sorted) that :func:`fixed_subset` keeps of ``n_total`` images."""
+    if n is None or int(n) >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(SUBSET_SEED).choice(n_total, int(n), replace=False))
+
+
 def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` of the images (N, ...) and labels (N,), drawn with :data:`SUBSET_SEED` (the same for every
     method and seed of a reduced experiment), in their original order; all of them when ``n`` is None."""
     if n is None or int(n) >= images.shape[0]:
         return images, labels
-    keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(images.shape[0], int(n), replace=False))
+    keep = subset_indices(images.shape[0], n)
     return images[keep], labels[keep]
 
 
@@ -632,7 +640,7 @@ def _info(setup: RunSetup, state: RunState) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------
-def train_deep(
+def train_deep_probs(
     images: np.ndarray,
     n_clusters: int,
     method: str,
@@ -660,8 +668,8 @@ def train_deep(
     ``supervision`` adds per-image targets (see the module docstring), ``network`` is
     ``auto | resnet18 | grey28 | rgb32 | rgb96``; with ``eval_images`` (M, ...) and
     ``eval_labels`` (M,) the curves and the returned predictions are of that set.
-    Returns the cluster of every image (N,), or of every evaluation image (M,), and an
-    info dict (curves, timing, device).
+    Returns the network's predictions after the last epoch, softmax (N, K) or (M, K) float32,
+    and an info dict (curves, timing, device).
     """
     setup = _setup(images, n_clusters, method, seed, options, y_true, dataset, pixel_max, supervision, network,
                    eval_images, eval_labels, progress)
@@ -680,7 +688,15 @@ def train_deep(
             raise TrainingStopped(state.epoch, Path(checkpoint) if checkpoint is not None else None)
     if eval_probs is None:  # resumed from a finished checkpoint: no epoch ran here
         eval_probs = setup.predict(state.model, setup.eval_X)
-    return eval_probs.argmax(-1).cpu().numpy(), _info(setup, state)
+    return eval_probs.float().cpu().numpy(), _info(setup, state)
+
+
+def train_deep(images: np.ndarray, n_clusters: int, method: str, seed: int, options: dict[str, Any] | None = None,
+               y_true: np.ndarray | None = None, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`train_deep_probs` (the same arguments) returning the cluster of every image (N,), or of
+    every evaluation image (M,), in place of the predictions, and the info dict."""
+    probs, info = train_deep_probs(images, n_clusters, method, seed, options, y_true, **kwargs)
+    return probs.argmax(-1), info
 
 
 def _check_supervision(spec: DeepMethod, sup: Supervision | None, N: int, K: int) -> Supervision | None:
@@ -720,15 +736,18 @@ def run_deep(
     checkpoint: Path | str | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    predictions: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on every image of the prepared ``dataset`` (train + test, Table 8); return the record.
 
     The record has the fields of :func:`cce.pipeline.runs.run_clustering`'s (metrics by Hungarian
     matching, NMI, ARI, clusters used; options; per-epoch curves in ``info``; wall time;
-    device; versions) with ``data`` in place of ``features``.
+    device; versions) with ``data`` in place of ``features``. With ``predictions`` (a path), the
+    cluster and confidence of every image (rows of the dataset's ``all`` split) are saved there.
     """
     from .. import data
     from ..metrics import clustering_scores
+    from ..predictions import head_confidence, make_predictions, save_predictions
 
     spec = get_deep_method(method)
     if spec.name in SUPERVISED_METHODS:
@@ -742,10 +761,16 @@ def run_deep(
     images, labels = fixed_subset(images, labels, opts["max_images"])
 
     start = time.perf_counter()
-    pred, info = train_deep(images, dspec.n_classes, method, seed, opts, y_true=labels, dataset=dataset,
-                            pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
-                            progress=progress)
+    probs, info = train_deep_probs(images, dspec.n_classes, method, seed, opts, y_true=labels, dataset=dataset,
+                                   pixel_max=dspec.pixel_max, checkpoint=checkpoint,
+                                   stop_after_epoch=stop_after_epoch, progress=progress)
     wall = time.perf_counter() - start
+    pred = probs.argmax(-1)
+    saved = None
+    if predictions is not None:
+        saved = save_predictions(predictions, make_predictions(
+            pred, head_confidence(probs), source="all", labels=labels,
+            index=subset_indices(n_total, opts["max_images"])))
     return run_record(
         experiment=experiment, dataset=dataset, method=method, seed=seed, metrics=clustering_scores(labels, pred),
         n_clusters=dspec.n_classes, options=opts, info=info, wall_time_s=wall, config=config_name,
@@ -758,4 +783,5 @@ def run_deep(
             "sha256": info["data_sha256"],
         },
         checkpoint=str(checkpoint) if checkpoint is not None else None,
+        predictions=saved,
     )

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm  # tqdm.auto warns in a notebook kernel without ipywidgets; bars go to logs
 
 from ..device import resolve_device
+from ..predictions import head_confidence, kmeans_confidence
 
 PREPROCESS = ("none", "center")
 
@@ -67,19 +68,29 @@ def predict_logits(head: LinearHead, X: torch.Tensor, batch_size: int = 8192) ->
         return torch.cat([head(X[i : i + batch_size]) for i in range(0, X.shape[0], batch_size)])
 
 
-def fit(method, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
-        y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Cluster X (N, D) with ``method`` (a :class:`cce.methods.Method`): labels (N,) and an info dict.
+def fit_predict(method, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
+                y_true: np.ndarray | None = None, progress: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Cluster X (N, D) with ``method`` (a :class:`cce.methods.Method`): clusters (N,), their confidence
+    (N,) in [0, 1] (:mod:`cce.predictions`) and an info dict.
 
     ``options`` update the method's defaults. K-means runs its own fit; every other method
     trains a linear head (:func:`train_head`) and labels each point by its argmax.
     """
     opts = method.options(options)
     if method.fit_fn is not None:
-        return method.fit_fn(X, n_clusters, seed, **opts)
+        clusters, info = method.fit_fn(X, n_clusters, seed, **opts)
+        return np.asarray(clusters), kmeans_confidence(X, clusters, n_clusters), info
     head, pre, info = train_head(X, n_clusters, method, seed, opts, y_true=y_true, progress=progress)
     Xt = torch.from_numpy(pre.transform(X)).to(next(head.parameters()).device)
-    labels = predict_logits(head, Xt).argmax(-1).cpu().numpy()
+    logits = predict_logits(head, Xt).float()
+    return logits.argmax(-1).cpu().numpy(), head_confidence(torch.softmax(logits, -1).cpu().numpy()), info
+
+
+def fit(method, X: np.ndarray, n_clusters: int, seed: int, options: dict[str, Any] | None = None,
+        y_true: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cluster X (N, D) with ``method``: labels (N,) and an info dict (:func:`fit_predict` without confidences)."""
+    labels, _, info = fit_predict(method, X, n_clusters, seed, options, y_true=y_true, progress=progress)
     return labels, info
 
 

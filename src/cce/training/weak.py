@@ -64,7 +64,7 @@ from ..provenance import run_record
 
 from .deep import (
     DEEP_TRAINING_DEFAULTS, TARGET_LOSSES, DeepRunError, Supervision, fixed_subset, get_deep_method,
-    train_deep,
+    subset_indices, train_deep_probs,
 )
 from .deep_methods import LABELLED_BATCHES
 
@@ -234,17 +234,25 @@ def _sha(indices: np.ndarray) -> str:
 
 
 def _train_and_record(experiment, dataset, root, method, seed, opts, own_defaults, split, sup, checkpoint,
-                      stop_after_epoch, progress, config_name, **fields) -> dict[str, Any]:
+                      stop_after_epoch, progress, config_name, predictions=None, **fields) -> dict[str, Any]:
     """Train ``method`` on the train part of ``split`` (from :func:`_train_test`) towards ``sup``, evaluate
-    on its test part, and return the record with ``fields`` (fraction or eta, loss, ...) added."""
+    on its test part, and return the record with ``fields`` (fraction or eta, loss, ...) added. With
+    ``predictions`` (a path), the class and confidence of every test image are saved there."""
+    from ..predictions import head_confidence, make_predictions, save_predictions
+
     dspec, x_tr, _, x_te, y_te, sizes = split
     deep_opts = {k: v for k, v in opts.items() if k not in own_defaults or k in DEEP_TRAINING_DEFAULTS}
     start = time.perf_counter()
-    _, info = train_deep(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
-                         pixel_max=dspec.pixel_max, checkpoint=checkpoint, stop_after_epoch=stop_after_epoch,
-                         progress=progress, supervision=sup, network=opts["network"], eval_images=x_te,
-                         eval_labels=y_te)
+    probs, info = train_deep_probs(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
+                                   pixel_max=dspec.pixel_max, checkpoint=checkpoint,
+                                   stop_after_epoch=stop_after_epoch, progress=progress, supervision=sup,
+                                   network=opts["network"], eval_images=x_te, eval_labels=y_te)
     wall = time.perf_counter() - start
+    saved = None
+    if predictions is not None:
+        saved = save_predictions(predictions, make_predictions(
+            probs.argmax(-1), head_confidence(probs), source="test", labels=y_te,
+            index=subset_indices(sizes["n_test_available"], opts.get("max_eval_images"))))
     # the last epoch's test scores, which train_deep computed from the same predictions
     curves = info["curves"]
     metrics = {k: curves[k][-1] for k in ("accuracy", "hungarian_accuracy", "nmi", "ari", "n_clusters_nonempty")}
@@ -256,6 +264,7 @@ def _train_and_record(experiment, dataset, root, method, seed, opts, own_default
         data={"root": str(root), "n_train": int(x_tr.shape[0]), "n_test": int(x_te.shape[0]), **sizes,
               "image_shape": list(x_tr.shape[1:]), "sha256": info["data_sha256"]},
         checkpoint=str(checkpoint) if checkpoint is not None else None,
+        predictions=saved,
     )
 
 
@@ -274,6 +283,7 @@ def run_weak(
     checkpoint: Path | str | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    predictions: Path | str | None = None,
 ) -> dict[str, Any]:
     """Table 4: ``method`` on the train split with ``fraction`` of its labels (per class); the record.
 
@@ -293,8 +303,8 @@ def run_weak(
     sup = Supervision(one_hot(y_tr, dspec.n_classes), mask, "shannon", float(opts["self_weight"]),
                       opts["labelled_batch_size"], opts["labelled_batch"])
     return _train_and_record(experiment, dataset, root, method, seed, opts, WEAK_DEFAULTS, split, sup, checkpoint,
-                             stop_after_epoch, progress, config_name, fraction=float(fraction), loss="shannon",
-                             n_labelled=int(lab.size), labelled_sha256=_sha(lab))
+                             stop_after_epoch, progress, config_name, predictions, fraction=float(fraction),
+                             loss="shannon", n_labelled=int(lab.size), labelled_sha256=_sha(lab))
 
 
 def run_noisy(
@@ -309,6 +319,7 @@ def run_noisy(
     checkpoint: Path | str | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    predictions: Path | str | None = None,
 ) -> dict[str, Any]:
     """Figure 2: train on all training images with eta of their labels replaced (option ``noise``), one loss.
 
@@ -329,8 +340,8 @@ def run_noisy(
                else soft_targets(observed, float(eta), dspec.n_classes))
     sup = Supervision(targets, None, loss, 0.0)
     return _train_and_record(experiment, dataset, root, "supervised", seed, opts, NOISY_DEFAULTS, split, sup,
-                             checkpoint, stop_after_epoch, progress, config_name, eta=float(eta), loss=loss,
-                             noise=opts["noise"], n_labelled=int(y_tr.shape[0]), n_corrupted=int(corrupted.sum()),
-                             n_wrong=int((observed != y_tr).sum()),
+                             checkpoint, stop_after_epoch, progress, config_name, predictions, eta=float(eta),
+                             loss=loss, noise=opts["noise"], n_labelled=int(y_tr.shape[0]),
+                             n_corrupted=int(corrupted.sum()), n_wrong=int((observed != y_tr).sum()),
                              corrupted_sha256=_sha(np.flatnonzero(corrupted)),
                              observed_labels_sha256=_sha(observed))
