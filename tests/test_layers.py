@@ -1,5 +1,6 @@
 """The library's imports point downward: pipeline -> estimator -> training -> methods, data ->
-pseudolabels, models -> losses, provenance -> lock -> leaves (device, io, metrics). Nothing but the
+pseudolabels, models -> losses, provenance -> lock -> leaves (device, io, metrics); predictions
+(a run's saved predictions) sits beside lock, on io. Nothing but the
 command line (cce.__main__) imports the pipeline; data never imports training or methods."""
 
 import ast
@@ -11,7 +12,7 @@ SRC = REPO / "src" / "cce"
 RANK = {
     "__main__": 8, "pipeline": 7, "estimator": 6, "training": 5, "methods": 4, "data": 4,
     "pseudolabels": 3, "models": 3, "losses": 2,
-    "provenance": 2, "lock": 1.5,
+    "provenance": 2, "lock": 1.5, "predictions": 1.5,
     "device": 1, "io": 1, "metrics": 1, "paper": 1, "__init__": 0,
 }
 

@@ -231,7 +231,7 @@ def _report_html(summary: dict, imgs: ImageFolder, meta: dict, results: dict, y,
 
 
 # ---------------------------------------------------------------------------
-# The workflow's gallery of a clustering run
+# The workflow's gallery of a run, from the predictions saved beside its record
 
 
 def _image_loader(record: dict[str, Any], predictions, root: Path | str):
