@@ -23,7 +23,7 @@ import torch
 import torchvision
 
 from cce import data
-from cce.data import features
+from cce.data import backbones, features
 from cce.device import resolve_device
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
@@ -38,7 +38,7 @@ def load_images(n: int) -> tuple[np.ndarray, str]:
 
 def plain_loop(images: np.ndarray, batch_size: int, device: str, image_size: int) -> np.ndarray:
     # torchvision's model as it comes (fc = identity), with the weights features.resnet50(weights=None, seed=0) uses
-    model = features.resnet50_model(None, seed=0).to(device)
+    model = backbones.resnet50_model(None, seed=0).to(device)
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):

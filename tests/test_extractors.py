@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cce.data import features
+from cce.data import backbones, features
 from cce.data.image_folder import ArrayImages
 
 timm = pytest.importorskip("timm", reason="the images extra (pip install 'cce[images]') is not installed")
@@ -31,13 +31,13 @@ def extract(images, extractor, size, batch_size=6, seed=0):
 
 @pytest.mark.parametrize("extractor,size,dim,n_params", MODELS)
 def test_random_init_of_the_real_architecture(extractor, size, dim, n_params):
-    net, config, source = features.timm_model(extractor, pretrained=False, image_size=size)
+    net, config, source = backbones.timm_model(extractor, pretrained=False, image_size=size)
     assert sum(p.numel() for name, p in net.named_parameters() if name != "pos_embed") == n_params
     assert net.num_features in (384, 768) and source is None and not net.training
     assert config["input_size"] == (3, size, size)
     assert features.FEATURE_DIM[extractor] == dim
     if extractor == "dinov2":  # the weights are drawn from the seed (the smaller model: one more build)
-        other, _, _ = features.timm_model(extractor, pretrained=False, image_size=size, seed=1)
+        other, _, _ = backbones.timm_model(extractor, pretrained=False, image_size=size, seed=1)
         assert not torch.equal(other.blocks[0].attn.qkv.weight, net.blocks[0].attn.qkv.weight)
 
 
@@ -47,9 +47,9 @@ def test_shape_determinism_and_batch_invariance(images, extractor, size, dim, n_
 
     X, how = extract(images, extractor, size)
     assert X.shape == (6, dim) and X.dtype == np.float32 and np.isfinite(X).all()
-    assert how["model"] == features.TIMM_MODELS[extractor] and how["random_seed"] == 0
+    assert how["model"] == backbones.TIMM_MODELS[extractor] and how["random_seed"] == 0
     # the model built again from the same seed, on the same preprocessed batch: the same features
-    net, config, _ = features.timm_model(extractor, pretrained=False, image_size=size, seed=0)
+    net, config, _ = backbones.timm_model(extractor, pretrained=False, image_size=size, seed=0)
     transform = timm.data.create_transform(**config, is_training=False)
     x = torch.stack([transform(Image.fromarray(img)) for img in images])
     with torch.inference_mode():
@@ -65,8 +65,8 @@ def test_shape_determinism_and_batch_invariance(images, extractor, size, dim, n_
 def test_preprocessing_is_the_pretrained_cfg(extractor):
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(features.TIMM_MODELS[extractor])
-    _, config, _ = features.timm_model(extractor, pretrained=False, image_size=None if extractor == "dinov2" else 32)
+    cfg = get_pretrained_cfg(backbones.TIMM_MODELS[extractor])
+    _, config, _ = backbones.timm_model(extractor, pretrained=False, image_size=None if extractor == "dinov2" else 32)
     assert config["mean"] == cfg.mean and config["std"] == cfg.std
     assert config["interpolation"] == cfg.interpolation == "bicubic" and config["crop_pct"] == cfg.crop_pct
     if extractor == "dinov2":  # its own input size when none is given
@@ -84,12 +84,12 @@ def test_weights_from_the_named_file_are_loaded(images, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    net, _, _ = features.timm_model("dinov2", pretrained=False, image_size=28, seed=5)
-    path = features.timm_weights_path(features.TIMM_MODELS["dinov2"])
+    net, _, _ = backbones.timm_model("dinov2", pretrained=False, image_size=28, seed=5)
+    path = backbones.timm_weights_path(backbones.TIMM_MODELS["dinov2"])
     assert path == tmp_path / "hub/checkpoints/vit_small_patch14_dinov2.lvd142m.safetensors"
     path.parent.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    loaded, _, source = features.timm_model("dinov2", image_size=28, download=False)
+    loaded, _, source = backbones.timm_model("dinov2", image_size=28, download=False)
     assert source == "torch hub checkpoints"
     x = torch.randn(2, 3, 28, 28)
     with torch.inference_mode():
@@ -103,8 +103,8 @@ def test_offline_error_names_the_file_and_where_to_put_it(tmp_path, monkeypatch)
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # an empty HF cache
-    with pytest.raises(features.WeightsUnavailableError) as err:
-        features.timm_model("clip", download=False)
+    with pytest.raises(backbones.WeightsUnavailableError) as err:
+        backbones.timm_model("clip", download=False)
     message = str(err.value)
     assert "vit_base_patch16_clip_quickgelu_224.openai.safetensors" in message
     assert f"in {tmp_path / 'hub/checkpoints'}" in message
@@ -113,14 +113,14 @@ def test_offline_error_names_the_file_and_where_to_put_it(tmp_path, monkeypatch)
 
 
 def test_a_missing_weights_file_option_is_an_error():
-    with pytest.raises(features.WeightsUnavailableError, match="no such file"):
-        features.timm_model("dinov2", weights_file="/no/such/file.safetensors")
+    with pytest.raises(backbones.WeightsUnavailableError, match="no such file"):
+        backbones.timm_model("dinov2", weights_file="/no/such/file.safetensors")
 
 
 def test_without_timm_the_error_names_the_extra(monkeypatch, images):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
     monkeypatch.setitem(sys.modules, "timm.data", None)
-    with pytest.raises(features.ExtractorUnavailableError, match=r"pip install 'cce\[images\]'"):
+    with pytest.raises(backbones.ExtractorUnavailableError, match=r"pip install 'cce\[images\]'"):
         extract(images, "dinov2", 28)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cce import data
-from cce.data import features, fetch
+from cce.data import backbones, features, fetch
 from data_fixtures import fake_mnist, spec_for, write_files
 
 
@@ -82,8 +82,8 @@ def test_resnet50_equals_unmodified_torchvision_model(images, reference, monkeyp
                 bn.running_var.copy_(stats[name][1])
         return m
 
-    original = features.resnet50_model
-    monkeypatch.setattr(features, "resnet50_model", perturbed)
+    original = backbones.resnet50_model
+    monkeypatch.setattr(backbones, "resnet50_model", perturbed)
     X, _ = run(images, batch_size=2)
     np.testing.assert_allclose(X, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
     X_default_stats, _ = reference
@@ -133,15 +133,15 @@ def test_bad_inputs(images):
 
 
 # ---------------------------------------------------------------------------
-# Pretrained weights: cache, offline message, weights_only
+# Pretrained weights (cce.data.backbones): cache, offline message, weights_only
 
 
 def test_weights_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     checkpoints = (tmp_path / "torch" / "hub" / "checkpoints").resolve()
-    assert features.weights_path("IMAGENET1K_V1") == checkpoints / "resnet50-0676ba61.pth"
-    with pytest.raises(features.WeightsUnavailableError) as err:
-        features.resnet50_model("IMAGENET1K_V1", download=False)
+    assert backbones.weights_path("IMAGENET1K_V1") == checkpoints / "resnet50-0676ba61.pth"
+    with pytest.raises(backbones.WeightsUnavailableError) as err:
+        backbones.resnet50_model("IMAGENET1K_V1", download=False)
     message = str(err.value)
     assert "download disabled" in message
     assert f"put the file resnet50-0676ba61.pth in {checkpoints}" in message
@@ -150,9 +150,9 @@ def test_weights_offline_message(tmp_path, monkeypatch):
     def offline(url, dest, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(features.fetch, "download_file", offline)
+    monkeypatch.setattr(fetch, "download_file", offline)
     with pytest.raises(data.DataUnavailableError, match="Temporary failure in name resolution") as err:
-        features.resnet50_model("IMAGENET1K_V2")
+        backbones.resnet50_model("IMAGENET1K_V2")
     assert f"put the file resnet50-11ad3fa6.pth in {checkpoints}" in str(err.value)
 
 
@@ -161,35 +161,35 @@ def test_weights_download_verified_before_it_lands(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     bogus = tmp_path / "bogus.pth"
     torch.save({"w": torch.zeros(2)}, bogus)
-    real_download = features.fetch.download_file
+    real_download = fetch.download_file
     monkeypatch.setattr(
-        features.fetch, "download_file", lambda url, dest, *a, **kw: real_download(bogus.as_uri(), dest, *a, **kw)
+        fetch, "download_file", lambda url, dest, *a, **kw: real_download(bogus.as_uri(), dest, *a, **kw)
     )
-    with pytest.raises(features.WeightsUnavailableError, match="SHA-256 does not start with 0676ba61"):
-        features.resnet50_model("IMAGENET1K_V1")
+    with pytest.raises(backbones.WeightsUnavailableError, match="SHA-256 does not start with 0676ba61"):
+        backbones.resnet50_model("IMAGENET1K_V1")
     assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []
 
 
 def test_cached_weights_with_wrong_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    path = features.weights_path("IMAGENET1K_V1")
+    path = backbones.weights_path("IMAGENET1K_V1")
     path.parent.mkdir(parents=True)
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(data.DataVerificationError, match="delete it and run again"):
-        features.resnet50_model("IMAGENET1K_V1", download=False)
+        backbones.resnet50_model("IMAGENET1K_V1", download=False)
 
 
 def test_load_checkpoint_weights_only(tmp_path):
     good = tmp_path / "good.pth"
     torch.save(torch.nn.Linear(3, 2).state_dict(), good)
     prefix = fetch.sha256(good)[:8]
-    state = features.load_checkpoint(good, prefix)
+    state = backbones.load_checkpoint(good, prefix)
     assert set(state) == {"weight", "bias"}
 
     evil = tmp_path / "evil.pth"
     torch.save({"weight": Payload()}, evil)
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
-        features.load_checkpoint(evil)
+        backbones.load_checkpoint(evil)
 
 
 # ---------------------------------------------------------------------------

@@ -6,29 +6,20 @@ extractor, weights and preprocessing made ``X``, the library versions, and a
 SHA-256 of ``X`` so a run record can name the exact features it used.
 
 ``resnet50``: the paper's "pretrained Resnet-50" features, the 2048-d output
-of the global average pool (``fc`` replaced by the identity). Weights default
-to ``ResNet50_Weights.IMAGENET1K_V1``, torchvision's original ImageNet weights
-(76.1% top-1), which is what ``pretrained=True`` meant when the paper was
-written and still maps to; ``IMAGENET1K_V2`` (newer training recipe, 80.9%)
-gives different features and is available as an option. Preprocessing:
+of the global average pool (``fc`` replaced by the identity), with the weights
+of :mod:`cce.data.backbones` (``IMAGENET1K_V1`` unless told; it says why). Preprocessing:
 uint8 / 255, grey repeated to 3 channels, bilinear resize (antialiased) of the
 whole image to 224x224, the weights' crop size, then ImageNet mean/std. The
 weights' own resize-256-then-center-crop is meant for large photos; on 28-96
 pixel images whose object fills the frame the crop would cut 12.5% of it.
 
-``dinov2`` and ``clip``: the image encoders people cluster with today, through
-timm (the optional extra ``pip install 'cce[images]'``; imported only when used).
-``dinov2`` is ``vit_small_patch14_dinov2.lvd142m`` (self-supervised ViT-S/14,
-384-d class token after the last norm); ``clip`` is
-``vit_base_patch16_clip_quickgelu_224.openai``, OpenAI's CLIP ViT-B/16 image
-encoder with the QuickGELU it was trained with (timm's note on the plain
-``vit_base_patch16_clip_224.openai``: "use quickgelu model variant for original
-results"; the same weight file), whose output is CLIP's 512-d image embedding.
+``dinov2`` and ``clip``: the image encoders people cluster with today, timm's
+models (:mod:`cce.data.backbones` names them and finds their weights): the 384-d
+class token after the last norm of DINOv2, CLIP's 512-d image embedding.
 The preprocessing is timm's evaluation transform from the model's
 ``pretrained_cfg`` (input size, interpolation, crop_pct, mean and std): 518
 bicubic, no crop, ImageNet mean/std for DINOv2; 224 bicubic after a resize to
-248 and a centre crop, CLIP's mean/std for CLIP. Weights come from timm's own
-download (the Hugging Face cache) or a file put at :func:`timm_weights_path`.
+248 and a centre crop, CLIP's mean/std for CLIP.
 
 Images from a folder (and timm's extractors on any images) are streamed:
 :func:`extract_stream` decodes them one at a time in DataLoader workers, runs the
@@ -51,28 +42,16 @@ from typing import Any
 
 import numpy as np
 
-from . import fetch
+from . import backbones
 from .. import data
 from ..device import resolve_device
 from ..io import write_npz_atomic
 from ..provenance import library_versions
 
 EXTRACTORS = ("pixels", "resnet50", "dinov2", "clip")
-RESNET50_WEIGHTS = "IMAGENET1K_V1"
 FEATURE_DIM = {"resnet50": 2048, "dinov2": 384, "clip": 512}
 # Options that change how fast features are computed, not what they are.
 RUNTIME_OPTIONS = ("batch_size", "num_workers", "device", "progress")
-# The timm models behind the extractor names (any timm model name can be given as option `model`).
-TIMM_MODELS = {"dinov2": "vit_small_patch14_dinov2.lvd142m", "clip": "vit_base_patch16_clip_quickgelu_224.openai"}
-IMAGES_EXTRA = "pip install 'cce[images]'"
-
-
-class WeightsUnavailableError(data.DataUnavailableError):
-    """Pretrained weights are neither cached nor downloadable; the message names the file and where to put it."""
-
-
-class ExtractorUnavailableError(data.DataUnavailableError):
-    """An extractor needs a package that is not installed (timm: the ``images`` extra)."""
 
 
 def array_checksum(X: np.ndarray) -> str:
@@ -92,83 +71,6 @@ def pixels(images: np.ndarray, pixel_max: float = 255.0) -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # ResNet-50
-
-
-def _weights_enum(weights):
-    from torchvision.models import ResNet50_Weights
-
-    if weights is None or isinstance(weights, ResNet50_Weights):
-        return weights
-    name = str(weights).removeprefix("ResNet50_Weights.")
-    if name.lower() in ("none", "random"):
-        return None
-    try:
-        return ResNet50_Weights[name]
-    except KeyError:
-        known = ", ".join(w.name for w in ResNet50_Weights)
-        raise ValueError(f"unknown ResNet-50 weights {weights!r}; known: {known}, or None for random weights") from None
-
-
-def weights_path(weights) -> Path:
-    """Where torchvision's cache keeps ``weights``: ``$TORCH_HOME/hub/checkpoints/<file name of its URL>``."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()).resolve() / "checkpoints" / os.path.basename(_weights_enum(weights).url)
-
-
-def _check_prefix(path: Path, sha256_prefix: str | None, name: str) -> None:
-    if sha256_prefix is not None and not fetch.sha256(path).startswith(sha256_prefix):
-        raise fetch.DataVerificationError(f"{name}: SHA-256 does not start with {sha256_prefix} as its file name promises")
-
-
-def load_checkpoint(path: Path | str, sha256_prefix: str | None = None) -> dict:
-    """State dict of a checkpoint file, after checking torchvision's hash prefix; tensors only (weights_only)."""
-    import torch
-
-    path = Path(path)
-    try:
-        _check_prefix(path, sha256_prefix, str(path))
-    except fetch.DataVerificationError as err:
-        raise fetch.DataVerificationError(f"{err}; delete it and run again") from None
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def resnet50_model(weights=RESNET50_WEIGHTS, download: bool = True, seed: int = 0):
-    """torchvision's ResNet-50 in eval mode with ``fc`` = identity (2048-d pooled features).
-
-    ``weights=None`` gives random weights drawn from ``seed`` (global RNG untouched).
-    """
-    import torch
-    import torchvision
-
-    w = _weights_enum(weights)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = torchvision.models.resnet50(weights=None)
-    if w is not None:
-        import torch.hub
-
-        path = weights_path(w)
-        match = torch.hub.HASH_REGEX.search(path.name)  # torchvision names files <arch>-<sha256 prefix>.pth
-        prefix = match.group(1) if match else None
-        checked = False  # a download is checked before it lands; a cached file when loaded
-        if not path.is_file():
-            reason = "download disabled"
-            if download:
-                try:
-                    fetch.download_file(w.url, path, verify=lambda tmp: _check_prefix(tmp, prefix, path.name))
-                    checked = True
-                except Exception as err:  # any failure ends in the one message below
-                    reason = f"{type(err).__name__}: {err}"
-            if not path.is_file():
-                raise WeightsUnavailableError(
-                    f"ResNet-50 weights {w} are not cached and could not be downloaded ({reason}).\n"
-                    f"Download {w.url}\nand put the file {path.name} in {path.parent} "
-                    f"(that is $TORCH_HOME/hub/checkpoints; set TORCH_HOME to use another cache)."
-                )
-        model.load_state_dict(load_checkpoint(path, None if checked else prefix))
-    model.fc = torch.nn.Identity()
-    return model.eval()
 
 
 def preprocess(
@@ -250,7 +152,7 @@ def _resnet50_identity(w, seed: int) -> dict:
 def resnet50(
     images: np.ndarray,
     *,
-    weights=RESNET50_WEIGHTS,
+    weights=backbones.RESNET50_WEIGHTS,
     batch_size: int = 64,
     num_workers: int | None = None,
     device: str = "auto",
@@ -269,12 +171,13 @@ def resnet50(
         raise ValueError(f"expected uint8 images (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    w = _weights_enum(weights)
+    w = backbones._weights_enum(weights)
     size = int(image_size or (w.transforms().crop_size[0] if w is not None else 224))
     dev = resolve_device(device)
     workers = default_workers() if num_workers is None else int(num_workers)
 
-    model = _fold_batchnorm(resnet50_model(w, download=download, seed=seed)).to(dev, memory_format=torch.channels_last)
+    model = _fold_batchnorm(backbones.resnet50_model(w, download=download, seed=seed))
+    model = model.to(dev, memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         _Batches(images, batch_size, size, pixel_max),
         batch_size=None,
@@ -303,159 +206,6 @@ def resnet50(
         "batch_size": batch_size,
     }
     return out, how
-
-
-# ---------------------------------------------------------------------------
-# timm image encoders (DINOv2, CLIP)
-
-
-def import_timm():
-    """timm, or :class:`ExtractorUnavailableError` saying how to install it."""
-    try:
-        import timm
-        import timm.data
-    except ImportError as err:
-        raise ExtractorUnavailableError(f"the dinov2 and clip extractors need timm, which is not installed "
-                                        f"({err}); install the extra: {IMAGES_EXTRA}") from None
-    return timm
-
-
-def timm_model_name(extractor: str, model: str | None = None) -> str:
-    if model:
-        return model
-    try:
-        return TIMM_MODELS[extractor]
-    except KeyError:
-        raise KeyError(f"no timm model for extractor {extractor!r}; known: {', '.join(TIMM_MODELS)}") from None
-
-
-def timm_weights_path(model: str) -> Path:
-    """Where a timm model's weights may be put by hand: ``$TORCH_HOME/hub/checkpoints/<model>.safetensors``
-    (looked at first; beside the ResNet-50 weights)."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()).resolve() / "checkpoints" / f"{model}.safetensors"
-
-
-def _timm_hub_id(model: str) -> str:
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model)
-    if cfg is None or not cfg.hf_hub_id:
-        raise KeyError(f"timm has no pretrained weights for {model!r}")
-    return cfg.hf_hub_id
-
-
-def _hub_reachable() -> str | None:
-    """None when the Hugging Face host resolves; else why not (offline, huggingface_hub's retries
-    would take a minute to say the same)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError as err:
-        return f"{host} cannot be resolved ({err})"
-    return None
-
-
-def _timm_weights_file(model: str, weights_file, download: bool) -> tuple[str | None, str]:
-    """The local weight file to load (None: let timm download into its cache) and where it came from."""
-    if weights_file is not None:
-        if not Path(weights_file).is_file():
-            raise WeightsUnavailableError(f"weights_file {weights_file}: no such file")
-        return str(weights_file), "weights_file"
-    local = timm_weights_path(model)
-    if local.is_file():
-        return str(local), "torch hub checkpoints"
-    from huggingface_hub import try_to_load_from_cache
-
-    hub_id = _timm_hub_id(model)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        cached = try_to_load_from_cache(hub_id, name)
-        if isinstance(cached, str):
-            return cached, "Hugging Face cache"
-    reason = "download disabled" if not download else _hub_reachable()
-    if reason is None:
-        return None, "downloaded by timm"
-    raise _weights_missing(model, reason)
-
-
-def _weights_missing(model: str, reason: str) -> WeightsUnavailableError:
-    hub_id = _timm_hub_id(model)
-    path = timm_weights_path(model)
-    return WeightsUnavailableError(
-        f"weights of timm model {model} are not cached and could not be downloaded ({reason}).\n"
-        f"Download https://huggingface.co/{hub_id}/resolve/main/model.safetensors\n"
-        f"and put it as {path.name} in {path.parent} (that is $TORCH_HOME/hub/checkpoints; set TORCH_HOME to "
-        f"use another cache), or give its path as the option weights_file; with network, timm downloads it once "
-        f"into the Hugging Face cache ($HF_HOME/hub)."
-    )
-
-
-def timm_model(extractor: str, *, model: str | None = None, pretrained: bool = True, download: bool = True,
-               image_size: int | None = None, seed: int = 0, weights_file=None):
-    """A timm image encoder in eval mode, its data config (timm's, from the model's ``pretrained_cfg``;
-    ``image_size`` overrides the input size) and where its weights came from.
-
-    ``pretrained=False`` gives the same architecture with random weights drawn from ``seed`` (global
-    RNG untouched): what the tests run, with no download.
-    """
-    import torch
-
-    timm = import_timm()
-    name = timm_model_name(extractor, model)
-    kwargs = {"img_size": int(image_size)} if image_size else {}
-    source = None
-    if not pretrained:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = timm.create_model(name, pretrained=False, **kwargs)
-    else:
-        path, source = _timm_weights_file(name, weights_file, download)
-        overlay = {"pretrained_cfg_overlay": {"file": path}} if path else {}
-        try:
-            net = timm.create_model(name, pretrained=True, **overlay, **kwargs)
-        except Exception as err:  # no network, a partial cache, ...: one message that says what to do
-            if path is not None:
-                raise WeightsUnavailableError(f"{path}: cannot load weights of timm model {name} "
-                                              f"({type(err).__name__}: {err}); delete it and run again") from err
-            raise _weights_missing(name, f"{type(err).__name__}: {err}") from err
-    config = dict(timm.data.resolve_data_config({}, model=net))
-    if image_size:
-        config["input_size"] = (3, int(image_size), int(image_size))
-    return net.eval(), config, source
-
-
-def _timm_encoder(extractor: str, *, model: str | None = None, pretrained: bool = True, download: bool = True,
-                  image_size: int | None = None, seed: int = 0, weights_file=None, device=None):
-    timm = import_timm()
-    net, config, source = timm_model(extractor, model=model, pretrained=pretrained, download=download,
-                                     image_size=image_size, seed=seed, weights_file=weights_file)
-    transform = timm.data.create_transform(**config, is_training=False)
-    size = config["input_size"][-1]
-    name = timm_model_name(extractor, model)
-    how = {
-        "extractor": extractor,
-        "model": name,
-        "weights": f"timm {name} ({_timm_hub_id(name)})" if pretrained else None,
-        "weights_source": source,
-        "random_seed": None if pretrained else seed,
-        "layer": "the model's output: " + ("DINOv2's class token after the last norm" if extractor == "dinov2" else
-                                           "CLIP's image embedding" if extractor == "clip" else "pooled features"),
-        "preprocessing": (f"RGB (grey repeated); timm's eval transform of the model's pretrained_cfg: resize the "
-                          f"shorter side to {int(size / config['crop_pct'])} ({config['interpolation']}), centre crop "
-                          f"{size}x{size}, normalize with mean {tuple(round(m, 5) for m in config['mean'])} and std "
-                          f"{tuple(round(s, 5) for s in config['std'])}"),
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-        "image_size": size,
-    }
-    return _Encoder(lambda img: transform(img.convert("RGB")), net.to(device), how)
 
 
 # ---------------------------------------------------------------------------
@@ -511,19 +261,19 @@ def _pixels_encoder(source, *, image_size: int | None = None, mode: str | None =
     return _Encoder(transform, lambda x: x.reshape(x.shape[0], -1).float().div_(255.0), how)
 
 
-def _resnet50_encoder(*, weights=RESNET50_WEIGHTS, image_size: int | None = None, download: bool = True,
+def _resnet50_encoder(*, weights=backbones.RESNET50_WEIGHTS, image_size: int | None = None, download: bool = True,
                       seed: int = 0, device=None):
     """ResNet-50 on images of any size: RGB, shorter side resized to the crop size (bilinear), centre crop
     (nothing cut from a square image: as :func:`resnet50` does on arrays), ImageNet mean/std."""
     import torch
     from torchvision.transforms import v2 as T
 
-    w = _weights_enum(weights)
+    w = backbones._weights_enum(weights)
     size = int(image_size or (w.transforms().crop_size[0] if w is not None else 224))
     transform = T.Compose([T.PILToTensor(), T.Resize(size, antialias=True), T.CenterCrop(size),
                            T.ToDtype(torch.float32, scale=True),
                            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    net = _fold_batchnorm(resnet50_model(w, download=download, seed=seed)).to(device)
+    net = _fold_batchnorm(backbones.resnet50_model(w, download=download, seed=seed)).to(device)
     how = {
         **_resnet50_identity(w, seed),
         "preprocessing": (f"RGB (grey repeated); bilinear resize (antialias) of the shorter side to {size}, centre "
@@ -534,6 +284,32 @@ def _resnet50_encoder(*, weights=RESNET50_WEIGHTS, image_size: int | None = None
     return _Encoder(lambda img: transform(img.convert("RGB")), net, how)
 
 
+def _timm_encoder(extractor: str, *, model: str | None = None, pretrained: bool = True, download: bool = True,
+                  image_size: int | None = None, seed: int = 0, weights_file=None, device=None):
+    timm = backbones.import_timm()
+    net, config, source = backbones.timm_model(extractor, model=model, pretrained=pretrained, download=download,
+                                               image_size=image_size, seed=seed, weights_file=weights_file)
+    transform = timm.data.create_transform(**config, is_training=False)
+    size = config["input_size"][-1]
+    name = backbones.timm_model_name(extractor, model)
+    how = {
+        "extractor": extractor,
+        "model": name,
+        "weights": f"timm {name} ({backbones._timm_hub_id(name)})" if pretrained else None,
+        "weights_source": source,
+        "random_seed": None if pretrained else seed,
+        "layer": "the model's output: " + ("DINOv2's class token after the last norm" if extractor == "dinov2" else
+                                           "CLIP's image embedding" if extractor == "clip" else "pooled features"),
+        "preprocessing": (f"RGB (grey repeated); timm's eval transform of the model's pretrained_cfg: resize the "
+                          f"shorter side to {int(size / config['crop_pct'])} ({config['interpolation']}), centre crop "
+                          f"{size}x{size}, normalize with mean {tuple(round(m, 5) for m in config['mean'])} and std "
+                          f"{tuple(round(s, 5) for s in config['std'])}"),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "image_size": size,
+    }
+    return _Encoder(lambda img: transform(img.convert("RGB")), net.to(device), how)
+
+
 def make_encoder(source, extractor: str, device, **options) -> _Encoder:
     """The encoder of ``extractor`` (options: pixels: image_size, mode; resnet50: weights, image_size,
     download, seed; dinov2/clip: model, pretrained, image_size, download, seed, weights_file)."""
@@ -541,7 +317,7 @@ def make_encoder(source, extractor: str, device, **options) -> _Encoder:
         return _pixels_encoder(source, device=device, **options)
     if extractor == "resnet50":
         return _resnet50_encoder(device=device, **options)
-    if extractor in TIMM_MODELS:
+    if extractor in backbones.TIMM_MODELS:
         return _timm_encoder(extractor, device=device, **options)
     raise KeyError(f"unknown extractor {extractor!r}; known extractors: {', '.join(EXTRACTORS)}")
 
@@ -725,7 +501,7 @@ def extract_folder(folder, extractor: str, *, name: str | None = None, parts_dir
         "n_features": int(X.shape[1]),
         "n_classes": len(folder.classes) if labelled else None,
         "X_sha256": array_checksum(X),
-        "versions": library_versions(*(("timm",) if extractor in TIMM_MODELS else ())),
+        "versions": library_versions(*(("timm",) if extractor in backbones.TIMM_MODELS else ())),
     }
     y = folder.labels[kept] if labelled else np.full(len(kept), -1, dtype=np.int64)
     return X, y, meta
@@ -746,7 +522,7 @@ def extract(images: np.ndarray, extractor: str, *, pixel_max: float = 255.0, **o
         return pixels(images, pixel_max), {"extractor": "pixels", "preprocessing": f"x / {pixel_max:g}"}
     if extractor == "resnet50":
         return resnet50(images, pixel_max=pixel_max, **options)
-    if extractor in TIMM_MODELS:
+    if extractor in backbones.TIMM_MODELS:
         from .image_folder import ArrayImages
 
         X, _, skipped, how = extract_stream(ArrayImages(images, pixel_max), extractor, **options)
@@ -768,7 +544,7 @@ def extract_dataset(dataset: str, root: Path | str, extractor: str, **options) -
         "n_features": int(X.shape[1]),
         "n_classes": spec.n_classes,
         "X_sha256": array_checksum(X),
-        "versions": library_versions(*(("timm",) if extractor in TIMM_MODELS else ())),
+        "versions": library_versions(*(("timm",) if extractor in backbones.TIMM_MODELS else ())),
     }
     return X, labels, meta
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data import features as feats
+from ..data.backbones import TIMM_MODELS
 from ..data.image_folder import FolderImages, ImageFolder, scan
 from ..io import atomic_path, write_json_atomic
 from . import gallery
@@ -162,7 +163,7 @@ def cluster_images(
         "method": method,
         "methods": {name: {k: v for k, v in r.items() if k not in ("clusters", "confidence")} | {"csv": str(csvs[name])}
                     for name, r in results.items()},
-        "report": str(out / "report.html"), **run_provenance(*(("timm",) if extractor in feats.TIMM_MODELS else ())),
+        "report": str(out / "report.html"), **run_provenance(*(("timm",) if extractor in TIMM_MODELS else ())),
     }
     write_json_atomic(out / "summary.json", summary)
     with atomic_path(out / "report.html") as tmp:
