@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 import yaml
 
+from cce.io import write_json_atomic
+
 REFERENCES = ("untrained", "kmeans")
 
 
@@ -111,13 +113,16 @@ def main(argv=None) -> int:
     for name in names:
         for seed in seeds:
             path = args.out / name / f"seed{seed}.json"
-            if path.is_file():
+            # a record is kept only while the study asks for the same run (a changed config reruns it)
+            request = {"dataset": study["dataset"], "max_images": study["max_images"],
+                       "training": study.get("training", {}), "reading": todo[name]}
+            if path.is_file() and json.loads(path.read_text()).get("study_request") == request:
                 continue
             print(f"--- {name} seed {seed}", file=sys.stderr, flush=True)
             path.parent.mkdir(parents=True, exist_ok=True)
             ckpt = path.with_suffix(".ckpt")  # a killed run resumes from its last epoch
             record = run_one(study, name, todo[name], seed, args.root, ckpt)
-            path.write_text(json.dumps(record, indent=1, default=str))
+            write_json_atomic(path, {**record, "study_request": request})  # a killed write leaves no half record
             ckpt.unlink(missing_ok=True)
     if args.csv is not None:
         table = [r for name in todo for f in sorted((args.out / name).glob("seed*.json"))

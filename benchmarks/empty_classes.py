@@ -39,15 +39,14 @@ METHODS = ("mi_d", "iic", "sela", "mi_adm", "cce", "cce_plus")
 
 
 def load_split(raw: Path, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed random subset (seed 0, in file order) of ``n`` images of one split."""
+    """The fixed subset (:func:`cce.training.deep.fixed_subset`) of ``n`` images of one split."""
     from cce.data.formats import load_mnist_like
+    from cce.training.deep import fixed_subset
 
-    images, labels = load_mnist_like(raw, split)
-    keep = np.sort(np.random.default_rng(0).choice(len(images), min(n, len(images)), replace=False))
-    return images[keep], labels[keep]
+    return fixed_subset(*load_mnist_like(raw, split), n)
 
 
-def step_record(spec, state, view_logits, y, mixture=None) -> dict:
+def step_record(spec, state, view_logits, y) -> dict:
     """Per-class diagnostics of one step's batch: view_logits (V, B, K), y (B, K) or None."""
     from cce import losses
     from cce.training.deep_methods import batch_loss
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
                 steps: list[dict] = []
 
                 def recording(spec, state, view_logits, y=None, *rest, mixture=None, **kw):
-                    steps.append(step_record(spec, state, view_logits, y, mixture))
+                    steps.append(step_record(spec, state, view_logits, y))
                     if args.init_only:
                         raise _InitRecorded
                     return original(spec, state, view_logits, y, *rest, mixture=mixture, **kw)

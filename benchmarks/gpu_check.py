@@ -76,11 +76,12 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {"deep_images": None, "warmup_images": 1000, "batch": 250, "ystep_batches": 10,
              "network_images": {"rgb32": 60000, "rgb96": 13000, "resnet18": 60000}, "network_batch": None,
              "network_precisions": ("float32", "bf16"),
-             "remedy_images": None, "remedy_epochs": 50, "remedy_chunk": 5, "cuda_tests_timeout": 240},
+             "remedy_images": None, "remedy_epochs": 50, "remedy_chunk": 5},
     "quick": {"deep_images": 8, "warmup_images": 0, "batch": 4, "ystep_batches": 1,
               "network_images": {"rgb32": 8, "rgb96": 4, "resnet18": 4}, "network_batch": 4,
-              "network_precisions": ("float32",), "remedy_images": 8, "remedy_epochs": 2, "remedy_chunk": 1, "cuda_tests_timeout": 240},
+              "network_precisions": ("float32",), "remedy_images": 8, "remedy_epochs": 2, "remedy_chunk": 1},
 }
+CUDA_TESTS_TIMEOUT_S = 240  # the pytest run of the cuda-marked tests, at either size
 # (name, network, image shape (H, W, C), batch size of Appendix F, the dataset it stands for)
 NETWORK_RUNS = (("rgb32", "auto", (32, 32, 3), 250, "cifar10"),
                 ("rgb96", "auto", (96, 96, 3), 160, "stl10"),
@@ -143,24 +144,18 @@ def _version(name: str) -> str | None:
 
 
 def _commit() -> dict[str, Any]:
-    """The library's commit (git, else CCE_COMMIT), and a hash of src/cce/**/*.py that identifies the code
-    where the working tree travelled without .git."""
+    """The library's commit (:func:`cce.provenance.git_commit`, else CCE_COMMIT), and a hash of src/cce/**/*.py
+    that identifies the code where the working tree travelled without .git."""
+    from cce.provenance import git_commit
+
     h = hashlib.sha256()
     for path in sorted((REPO / "src" / "cce").rglob("*.py")):
         h.update(path.relative_to(REPO).as_posix().encode())
         h.update(path.read_bytes())
-    out: dict[str, Any] = {"source_sha256": h.hexdigest()[:16], "commit": os.environ.get("CCE_COMMIT") or None,
-                           "dirty": None}
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            out["commit"] = head.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=REPO,
-                                    capture_output=True, text=True, timeout=10)
-            out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return out
+    commit = git_commit(REPO / "src" / "cce" / "__init__.py")
+    return {"source_sha256": h.hexdigest()[:16],
+            "commit": commit.removesuffix("-dirty") if commit else os.environ.get("CCE_COMMIT") or None,
+            "dirty": commit.endswith("-dirty") if commit else None}
 
 
 # ----------------------------------------------------------------------------
@@ -209,7 +204,7 @@ def md_environment(r: dict[str, Any]) -> list[str]:
 # 2. Tests marked cuda
 # ----------------------------------------------------------------------------
 def part_cuda_tests(ctx: dict[str, Any]) -> dict[str, Any]:
-    timeout = min(ctx["sizes"]["cuda_tests_timeout"], max(ctx["budget"].left() - 5, 10))
+    timeout = min(CUDA_TESTS_TIMEOUT_S, max(ctx["budget"].left() - 5, 10))
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rA", "-p", "no:cacheprovider",
@@ -227,7 +222,7 @@ def part_cuda_tests(ctx: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in tests:
         counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
-    return {"command": " ".join(["python", *cmd[1:-len(CUDA_TEST_FILES)], *CUDA_TEST_FILES]).replace(
+    return {"command": " ".join(["python", *cmd[1:]]).replace(
                 f"--junitxml={junit}", "--junitxml=..."),
             "returncode": rc, "seconds": seconds, "counts": counts, "tests": tests,
             "output_tail": out[-3000:]}
@@ -367,11 +362,9 @@ def load_fashion_mnist(directory: Path, split: str, n: int | None) -> tuple[np.n
     if not (directory / "train-images-idx3-ubyte.gz").is_file():
         raise PartSkipped(f"no Fashion-MNIST IDX files in {directory} (FMNIST_DIR): copy "
                           "/usr/share/datasets/fashion-mnist there (docs/gpu.md)")
-    images, labels = load_mnist_like(directory, split)
-    if n is not None and n < len(images):
-        keep = np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))
-        images, labels = images[keep], labels[keep]
-    return images, labels
+    from cce.training.deep import fixed_subset
+
+    return fixed_subset(*load_mnist_like(directory, split), n)
 
 
 def _epoch_record(info: dict[str, Any], n_images: int, device) -> dict[str, Any]:
@@ -499,9 +492,9 @@ def _paper_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def _per_image(run: dict[str, Any], n_views: int = 2) -> dict[str, float]:
+def _per_image(run: dict[str, Any]) -> dict[str, float]:
     """Seconds per image of one measured epoch: training (augmentation + network) and evaluation."""
-    n = run["images"] if "images" in run else None
+    n = run["images"]
     return {"train": (run["epoch_s"] - run.get("eval_s", 0) - run.get("label_s", 0)) / n,
             "eval": run.get("eval_s", 0) / n}
 
@@ -552,7 +545,7 @@ def part_estimates(ctx: dict[str, Any]) -> dict[str, Any]:
         exps: dict[str, Any] = {}
         # Tables 3 + 6: every image of train + test, each method, seed; 50 epochs
         d = cfg["deep"]
-        seconds, peaks = 0.0, []
+        seconds = 0.0
         for ds in d["datasets"]:
             spec = data.get_spec(ds)
             n, batch, K = sum(spec.split_sizes.values()), _batch_size(d["training"], ds), spec.n_classes
@@ -630,10 +623,10 @@ def md_estimates(r: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------
 # 7. The empty-class remedy, decisive run
 # ----------------------------------------------------------------------------
-def part_empty_class_remedy(ctx: dict[str, Any], remedy: dict[str, Any] | None = None) -> dict[str, Any]:
+def part_empty_class_remedy(ctx: dict[str, Any]) -> dict[str, Any]:
     from cce.training.deep import TrainingStopped, load_checkpoint, train_deep
 
-    remedy = EMPTY_CLASS_REMEDY if remedy is None else remedy
+    remedy = EMPTY_CLASS_REMEDY
     if remedy is None:
         raise PartSkipped("remedy not defined: EMPTY_CLASS_REMEDY in benchmarks/gpu_check.py is None")
     budget, sizes, device = ctx["budget"], ctx["sizes"], ctx["device"]
@@ -756,8 +749,13 @@ def run_check(size: str, fmnist_dir: Path, out: Path, budget_s: float, parts: li
 
 
 def _write(report: dict[str, Any], out: Path) -> None:
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (out / "gpu_check.md").write_text(markdown(report))
+    # atomic: a command killed at its time limit still leaves the last complete report
+    from cce.io import atomic_path
+
+    with atomic_path(out / "gpu_check.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    with atomic_path(out / "gpu_check.md") as tmp:
+        tmp.write_text(markdown(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ def run(args, *, eta: float, loss: str, seed: int, lr: float, epochs: int, warmu
     x_te, y_te = data.load("fashion_mnist", args.root, "test")
     x_tr, y_tr = fixed_subset(x_tr, y_tr, args.images)
     x_te, y_te = fixed_subset(x_te, y_te, args.eval_images)
-    observed, corrupted = corrupt_labels(y_tr, eta, K, seed, noise=args.noise)
+    observed, _ = corrupt_labels(y_tr, eta, K, seed, noise=args.noise)
     T = torch.from_numpy(soft_targets(observed, eta, K)).float()
     X = torch.from_numpy(x_tr[:, None].copy())
     XT = torch.from_numpy(x_te[:, None].copy())

@@ -12,6 +12,7 @@ import torch
 
 from cce.losses import self_labeling_objective
 from cce.pseudolabels import em, interior_point, mi_adm, pgd, sinkhorn
+from data_fixtures import halves_images
 
 pytestmark = pytest.mark.cuda
 
@@ -89,7 +90,7 @@ def test_augmentation_on_the_device():
 def test_deep_training_step_on_cuda(method, precision):
     from cce.training.deep import train_deep
 
-    images, labels = _images(96)
+    images, labels = halves_images(96)
     opts = {"epochs": 1, "batch_size": 32, "device": "cuda", "precision": precision, "eval_batch_size": 64}
     pred, info = train_deep(images, 2, method, 0, opts, y_true=labels, dataset="mnist", progress=False)
     assert info["device"].startswith("cuda") and pred.shape == (96,)
@@ -102,7 +103,7 @@ def test_checkpoint_resume_on_cuda(tmp_path):
     (cuDNN in its deterministic mode, as cuDNN's default kernels may differ by round-off)."""
     from cce.training.deep import TrainingStopped, train_deep
 
-    images, labels = _images(64)
+    images, labels = halves_images(64)
     opts = {"epochs": 2, "batch_size": 16, "device": "cuda", "eval_batch_size": 64}
     deterministic, benchmark = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -119,13 +120,3 @@ def test_checkpoint_resume_on_cuda(tmp_path):
     assert np.array_equal(pred_a, pred_b)
     assert info_a["curves"]["loss"] == info_b["curves"]["loss"]
     assert info_a["curves"]["accuracy"] == info_b["curves"]["accuracy"]
-
-
-def _images(n, seed=0):
-    """Two kinds of 28x28 grey uint8 images: a bright upper (label 0) or lower (label 1) half, with noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    x = rng.integers(0, 60, (n, 28, 28))
-    x[labels == 0, :14] += 150
-    x[labels == 1, 14:] += 150
-    return x.astype(np.uint8), labels.astype(np.int64)

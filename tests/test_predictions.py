@@ -24,10 +24,14 @@ from data_fixtures import prepared_fake_mnist
 NET_OPTS = {"epochs": 1, "batch_size": 8, "device": "cpu"}
 
 
-def test_round_trip_and_the_checksum_depends_on_the_content_only(tmp_path):
+def test_round_trip_and_the_checksum_depends_on_the_content_only(tmp_path, monkeypatch):
+    import time
+
     p = make_predictions([2, 0, 1], [0.9, 0.5, 0.7], source="all", labels=[1, 0, 1], index=[4, 7, 9])
     a = save_predictions(tmp_path / "a.npz", p)
-    b = save_predictions(tmp_path / "b.npz", p)  # written later: same bytes
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 3600)  # an hour later (zip stamps members with the time)
+    b = save_predictions(tmp_path / "b.npz", p)  # same bytes
     assert a["sha256"] == b["sha256"] and a["path"] == str(tmp_path / "a.npz")
     q = load_predictions(a["path"], a["sha256"])
     np.testing.assert_array_equal(q.cluster, [2, 0, 1])
@@ -67,9 +71,12 @@ def test_kmeans_confidence_is_one_at_a_mean_and_zero_half_way():
 
 
 def test_fit_predict_gives_the_clusters_of_fit_with_their_softmax_confidence():
+    import torch
+    from scipy.spatial.distance import cdist
+
     from cce.methods import get_method
     from cce.pipeline.runs import seed_everything
-    from cce.training import fit, fit_predict
+    from cce.training import fit, fit_predict, predict_logits, train_head
 
     X = (load_digits().data / 16).astype(np.float32)[:400]
     opts = {"epochs": 2, "device": "cpu"}
@@ -82,10 +89,15 @@ def test_fit_predict_gives_the_clusters_of_fit_with_their_softmax_confidence():
         labels, _ = fit(spec, X, 10, 3, options, progress=False)
         np.testing.assert_array_equal(clusters, labels)
         assert ((0 <= confidence) & (confidence <= 1)).all()
-        if method == "cce_plus":  # the largest of K probabilities is at least 1 / K
+        if method == "cce_plus":  # max_k sigma_ik of the same head trained again
+            seed_everything(3)
+            head, pre, _ = train_head(X, 10, spec, 3, options, progress=False)
+            sigma = torch.softmax(predict_logits(head, torch.from_numpy(pre.transform(X))), -1).numpy()
+            np.testing.assert_allclose(confidence, sigma.max(1), rtol=1e-6)
             assert (confidence >= 0.1 - 1e-6).all() and confidence.max() < 1
-        else:
-            np.testing.assert_allclose(confidence, kmeans_confidence(X, clusters, 10), rtol=1e-6)
+        else:  # 1 - d1 / d2 from all distances to the clusters' means at once (no chunks)
+            d = np.sort(cdist(X, np.stack([X[clusters == k].mean(0) for k in range(10)])), axis=1)
+            np.testing.assert_allclose(confidence, 1 - d[:, 0] / d[:, 1], atol=1e-5)  # float32 distances
 
 
 @pytest.fixture

@@ -45,10 +45,12 @@ def test_plain_changes_nothing_and_a_bad_start_names_the_key():
         starts.check_start("zero_bias")
 
 
-def test_the_head_of_resnet18_is_found():
+def test_the_head_of_resnet18_and_of_the_mlp_is_found():
     torch.manual_seed(0)
     net = build_network("resnet18", (32, 32, 3), 4)
     assert starts.head_layer(torch.nn.Sequential(torch.nn.Identity(), net)) is net.fc
+    mlp = build_network("mlp", (28, 28), 10)
+    assert starts.head_layer(mlp) is mlp.layers[-1] and mlp.layers[-1].out_features == 10
 
 
 def _spy(monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -45,3 +47,17 @@ def write_npz_atomic(path: Path | str, **arrays) -> None:
     # np.savez appends ".npz" to names without it, so the temporary name ends in .npz.
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
+
+
+def file_digests(path: Path | str, algorithms: tuple[str, ...], decompress: bool = False) -> list[str]:
+    """Hex digests of the file at ``path`` (gunzipped with ``decompress``) for each algorithm, in one read."""
+    hashes = [hashlib.new(a) for a in algorithms]
+    with (gzip.open if decompress else open)(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashes:
+                h.update(chunk)
+    return [h.hexdigest() for h in hashes]
+
+
+def file_sha256(path: Path | str) -> str:
+    return file_digests(path, ("sha256",))[0]

@@ -17,11 +17,12 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
-import hashlib
 import importlib.metadata
 import platform
 import re
 from pathlib import Path
+
+from .io import file_sha256
 
 __all__ = ["LOCK_NAME", "lock_path", "read_lock", "installed_versions", "lock_mismatches", "lock_provenance",
            "format_lock", "write_lock"]
@@ -93,10 +94,6 @@ def lock_mismatches(path: Path | str | None = None) -> dict[str, tuple[str, str 
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def lock_provenance() -> dict[str, object] | None:
     """What a run record says of the lock: its file's SHA-256 and whether this environment matches it
     (with the packages that differ). None where the library runs outside a checkout with a lock.
@@ -112,8 +109,8 @@ def _lock_provenance() -> dict[str, object] | None:
     try:
         differs = lock_mismatches(path)
     except ValueError as err:
-        return {"file": LOCK_NAME, "sha256": _sha256(path), "matches": False, "error": str(err)}
-    return {"file": LOCK_NAME, "sha256": _sha256(path), "matches": not differs,
+        return {"file": LOCK_NAME, "sha256": file_sha256(path), "matches": False, "error": str(err)}
+    return {"file": LOCK_NAME, "sha256": file_sha256(path), "matches": not differs,
             "differs": {k: {"locked": v, "installed": h} for k, (v, h) in sorted(differs.items())}}
 
 

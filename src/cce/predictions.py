@@ -17,14 +17,13 @@ split of the dataset the images came from: ``all``, ``train`` or ``test``).
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path
+from .io import atomic_path, file_sha256
 
 SOURCES = ("features", "all", "train", "test")
 SUFFIX = ".predictions.npz"
@@ -104,14 +103,6 @@ def make_predictions(cluster, confidence, *, source: str, labels=None, index=Non
     )
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_predictions(path: Path | str, p: Predictions) -> dict[str, str]:
     """Write ``p`` to ``path`` (atomically); return what the run's record says of it: path and SHA-256.
 
@@ -127,7 +118,7 @@ def save_predictions(path: Path | str, p: Predictions) -> dict[str, str]:
                 member.compress_type = zipfile.ZIP_DEFLATED
                 with z.open(member, "w") as f:
                     np.lib.format.write_array(f, array, allow_pickle=False)
-    return {"path": str(path), "sha256": _file_sha256(Path(path))}
+    return {"path": str(path), "sha256": file_sha256(Path(path))}
 
 
 def load_predictions(path: Path | str, sha256: str | None = None) -> Predictions:
@@ -136,7 +127,7 @@ def load_predictions(path: Path | str, sha256: str | None = None) -> Predictions
     redo = f"rerun the run that made it (`snakemake --cores all --force {path}`)"
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file; {redo}")
-    if sha256 is not None and _file_sha256(path) != sha256:
+    if sha256 is not None and file_sha256(path) != sha256:
         raise PredictionsError(f"{path}: not the predictions file its run record names (SHA-256 differs); {redo}")
     try:
         with np.load(path, allow_pickle=False) as f:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from cce.data import image_folders
 from cce.pipeline.config import ConfigError, validate_config
+from cce.pipeline.gallery import gallery_targets
 from cce.pipeline.experiments import (
     DEEP_EXPERIMENTS,
     HEAD_EXPERIMENTS,
@@ -25,6 +27,7 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 DATA_ROOT = config["data_root"]
+IMAGE_FOLDERS = image_folders(config["datasets"])  # {name: folder} of the datasets of kind image_folder
 # The config file's name is provenance, not a reason to rerun: the run records get it through the
 # environment, so that a copy of the config at another path (or a moved clone) reruns nothing.
 # What a job's result depends on (its inputs and its options) are its params and inputs.
@@ -157,4 +160,4 @@ def all_targets():
         targets += records("noisy") + ["results/figures/figure2.png", "results/notebooks/figure2.html"]
     if config.get("lam_study"):
         targets += records("lam_study") + ["results/figures/lambda.png", "results/notebooks/lambda.html"]
-    return targets
+    return targets + gallery_targets(config)  # gallery.smk

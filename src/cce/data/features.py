@@ -357,7 +357,7 @@ class _Parts:
     atomically, and ``identity.json`` (source, extractor, settings): chunks of another identity are
     deleted, never mixed in."""
 
-    def __init__(self, directory: Path | str | None, identity: dict):
+    def __init__(self, directory: Path | str | None, identity: dict | None):
         self.dir = Path(directory) if directory is not None else None
         if self.dir is None:
             return
@@ -418,8 +418,9 @@ def extract_stream(
     dev = resolve_device(device)
     workers = default_workers() if num_workers is None else int(num_workers)
     encoder = make_encoder(source, extractor, dev, **options)
-    identity = {"source": source.fingerprint(), "n_images": len(source), "chunk_size": chunk_size,
-                "how": encoder.how, "cce": _cce_version()}
+    # the source's fingerprint hashes every image of an array: only a resumable extraction needs it
+    identity = None if parts_dir is None else {"source": source.fingerprint(), "n_images": len(source),
+                                               "chunk_size": chunk_size, "how": encoder.how, "cce": _cce_version()}
     parts = _Parts(parts_dir, identity)
     chunks, indices, failures = [], [], []
     n_chunks = -(-len(source) // chunk_size)
@@ -576,6 +577,26 @@ def save_features(path: Path | str, X: np.ndarray, y: np.ndarray, meta: dict[str
                      meta=np.array(json.dumps({**meta, "X_sha256": checksum})))
 
 
+def _read_features(path: Path | str, arrays: tuple[str, ...]) -> tuple:
+    """The members ``arrays`` of a feature file and its meta (unverified), or FeatureFileError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"{path}: no such feature file; {rebuild_hint(path)}")
+    try:
+        with np.load(path, allow_pickle=False) as f:  # members are read on access: only those asked for
+            return (*(f[name] for name in arrays), json.loads(str(f["meta"])))
+    # np.load and zipfile report damage as any of these (truncated archive, bad CRC, bad
+    # header, missing member, not JSON); all mean the same to the user.
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise FeatureFileError(f"{path}: damaged feature file ({type(err).__name__}: {err}); "
+                               f"{rebuild_hint(path)}") from err
+
+
+def load_features_meta(path: Path | str) -> dict[str, Any]:
+    """The meta of a feature file (extractor, source, image paths), without reading or checking X."""
+    return _read_features(path, ())[0]
+
+
 def load_features(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """X (N, D) float32, y (N,) int64 and meta of a feature file, after checking X against
     ``meta["X_sha256"]``.
@@ -585,17 +606,7 @@ def load_features(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, A
     :class:`FeatureFileError` naming the file and the command that rebuilds it; a run
     record's ``X_sha256`` thus always describes the X it was computed from.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FeatureFileError(f"{path}: no such feature file; {rebuild_hint(path)}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            X, y, meta = f["X"], f["y"], json.loads(str(f["meta"]))
-    # np.load and zipfile report damage as any of these (truncated archive, bad CRC, bad
-    # header, missing member, not JSON); all mean the same to the user.
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise FeatureFileError(f"{path}: damaged feature file ({type(err).__name__}: {err}); "
-                               f"{rebuild_hint(path)}") from err
+    X, y, meta = _read_features(path, ("X", "y"))
     expected = meta.get("X_sha256") if isinstance(meta, dict) else None
     if expected is None:
         raise FeatureFileError(f"{path}: no X_sha256 in its metadata, so X cannot be verified; {rebuild_hint(path)}")

@@ -11,7 +11,6 @@ with a message that names the files expected and where to put them.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import os
 import shutil
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..io import atomic_path
+from ..io import atomic_path, file_digests, file_sha256
 
 MIRROR_ENV = "CCE_DATA_MIRROR"
 # Per socket operation (connect, each read), not for the whole transfer: a dead
@@ -59,18 +58,8 @@ class SourceFile:
 
 
 
-def _digests(path: Path, algorithms: tuple[str, ...], decompress: bool = False) -> list[str]:
-    """Hex digests of ``path`` for each algorithm, in one read."""
-    hashes = [hashlib.new(a) for a in algorithms]
-    with (gzip.open if decompress else open)(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            for h in hashes:
-                h.update(chunk)
-    return [h.hexdigest() for h in hashes]
-
-
 def sha256(path: Path) -> str:
-    return _digests(path, ("sha256",))[0]
+    return file_sha256(path)
 
 
 def verify_file(path: Path, source: SourceFile) -> str:
@@ -80,12 +69,12 @@ def verify_file(path: Path, source: SourceFile) -> str:
     follows ``source.name``, so a temporary file can be verified before it gets its
     final name.
     """
-    got, digest = _digests(path, ("md5", "sha256"))
+    got, digest = file_digests(path, ("md5", "sha256"))
     if (source.md5 is None and source.content_sha256 is None) or got == source.md5:
         return digest
     if source.content_sha256 is not None:
         try:
-            content = _digests(path, ("sha256",), decompress=source.name.endswith(".gz"))[0]
+            content = file_digests(path, ("sha256",), decompress=source.name.endswith(".gz"))[0]
         except (OSError, EOFError, zlib.error) as err:
             raise DataVerificationError(f"{source.name}: cannot be decompressed ({err})") from err
         if content == source.content_sha256:

@@ -314,8 +314,8 @@ def cmd_cluster_images(args) -> None:
 
 
 def cmd_image_features(args) -> None:
-    from ..data import features
     from ..data.image_folder import scan
+    from .images import folder_features
 
     try:
         folder = scan(args.folder)
@@ -323,12 +323,10 @@ def cmd_image_features(args) -> None:
             raise ValueError(f"{args.folder}: the workflow scores clusters against labels; put the images in "
                              "one sub-folder per class, or cluster an unlabelled folder with "
                              "`python -m cce cluster-images`")
-        parts = args.out.parent / f".{args.out.stem}.parts"
-        X, y, meta = features.extract_folder(folder, args.extractor, name=args.name, parts_dir=parts, **args.options)
+        X, y, meta, _ = folder_features(folder, args.extractor, args.out, args.options, labels=True,
+                                        name=args.name)
     except _image_errors() as err:
         raise UserError(err.args[0] if err.args else str(err)) from err
-    features.save_features(args.out, X, y, meta)
-    features.discard_parts(parts)
     for s in meta["skipped"]:
         print(f"skipped {s['path']}: {s['error']}")
     print(f"{meta['dataset']}/{args.extractor}: X {X.shape} {X.dtype} of {meta['source']['n_files']} files "

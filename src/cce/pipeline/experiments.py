@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..methods import get_method
+from ..predictions import SUFFIX as PREDICTIONS_SUFFIX
 
 # Experiments of a linear head on fixed features; of a network trained from scratch without
 # labels; and with labels (a fraction of them, or corrupted ones).
@@ -26,7 +27,7 @@ TARGET_EXPERIMENTS = ("weak", "noisy")
 EXPERIMENTS = HEAD_EXPERIMENTS + DEEP_EXPERIMENTS + TARGET_EXPERIMENTS
 RECORD_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.json"
 # Beside every record, the cluster and confidence of every image the run scored (cce.predictions).
-PREDICTIONS_PATTERN = "results/runs/{experiment}/{dataset}/{variant}/seed{seed}.predictions.npz"
+PREDICTIONS_PATTERN = RECORD_PATTERN.removesuffix(".json") + PREDICTIONS_SUFFIX
 # A run's variant: the method, alone or with its lam and lam_scale, labelled fraction or eta. Also
 # the workflow's wildcard constraint, so it has plain groups only (Snakemake names its own).
 VARIANT_PATTERN = r"([a-z0-9_]+)(?:-lam([0-9.e+-]+?)-(mean|batch)|-frac([0-9.e-]+)|-eta([0-9.e-]+))?"

@@ -11,13 +11,10 @@ import math
 
 import pandas as pd
 
+from .tables import data_columns
+
 THIS_RUN, PAPER = "this run", "paper"
 COLORS = {THIS_RUN: "tab:blue", PAPER: "tab:gray"}
-
-
-def columns(table: pd.DataFrame) -> list[str]:
-    """The data columns of a table in paper layout (datasets, or Table 4's ``{dataset}@{fraction}``)."""
-    return [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]
 
 
 def bar_data(ours: pd.DataFrame, paper: pd.DataFrame | None = None, paper_only: bool = True) -> pd.DataFrame:
@@ -31,7 +28,7 @@ def bar_data(ours: pd.DataFrame, paper: pd.DataFrame | None = None, paper_only: 
     methods = list(ours["method"])
     ours_i = ours.set_index("method")
     paper_i = paper.set_index("method") if paper is not None else None
-    paper_columns = columns(paper) if paper is not None else []
+    paper_columns = data_columns(paper) if paper is not None else []
     rows = []
 
     def add(panel, source, table, column):
@@ -41,7 +38,7 @@ def bar_data(ours: pd.DataFrame, paper: pd.DataFrame | None = None, paper_only: 
                 rows.append({"panel": panel, "method": method, "source": source,
                              "mean": float(table.loc[method, column]), "std": float(std)})
 
-    for column in columns(ours):
+    for column in data_columns(ours):
         add(column, THIS_RUN, ours_i, column)
         if column in paper_columns:
             add(column, PAPER, paper_i, column)

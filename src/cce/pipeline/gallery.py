@@ -105,17 +105,14 @@ def figure(views: list[ClusterView], load: Callable[[int], object], path: Path |
 
     ``load(i)`` returns image ``i`` (row index of the clustered data) as a PIL image.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) is left alone
 
     from ..io import atomic_path
 
     shown = views[:max_clusters]
     n_top = max((len(v.top) for v in shown), default=1) or 1
-    fig, axes = plt.subplots(len(shown), n_top + 1, figsize=(2.6 + 0.9 * n_top, 0.95 * len(shown) + 0.6),
-                             squeeze=False, gridspec_kw={"width_ratios": [2.6] + [0.9] * n_top})
+    fig = Figure(figsize=(2.6 + 0.9 * n_top, 0.95 * len(shown) + 0.6))
+    axes = fig.subplots(len(shown), n_top + 1, squeeze=False, gridspec_kw={"width_ratios": [2.6] + [0.9] * n_top})
     for row, view in zip(axes, shown):
         for ax in row:
             ax.set_axis_off()
@@ -130,7 +127,6 @@ def figure(views: list[ClusterView], load: Callable[[int], object], path: Path |
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def _data_uri(img) -> str:

@@ -53,11 +53,11 @@ def fit_with_confidence(method: str, X: np.ndarray, n_clusters: int, seed: int, 
 
 
 def folder_features(folder: ImageFolder, extractor: str, path: Path, options: dict, labels: bool,
-                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict, bool]:
+                    progress: bool = True, name: str | None = None) -> tuple[np.ndarray, np.ndarray, dict, bool]:
     """X, y, meta of ``folder`` at ``path``: read back when it was made from the same files with the same
     extractor settings, else extracted (resuming from ``.{name}.parts`` beside it). The last value says
-    whether the file was reused."""
-    request = {"extractor": extractor, "labels": labels,
+    whether the file was reused. ``name`` is the dataset's name in the file (default: the folder's)."""
+    request = {"extractor": extractor, "labels": labels, "name": name,
                "options": {k: v for k, v in options.items() if k not in (*feats.RUNTIME_OPTIONS, "chunk_size")}}
     if path.is_file():
         try:
@@ -68,7 +68,7 @@ def folder_features(folder: ImageFolder, extractor: str, path: Path, options: di
         except feats.FeatureFileError:
             pass  # damaged: extracted again
     parts = path.parent / f".{path.stem}.parts"
-    X, y, meta = feats.extract_folder(folder, extractor, parts_dir=parts, progress=progress, **options)
+    X, y, meta = feats.extract_folder(folder, extractor, name=name, parts_dir=parts, progress=progress, **options)
     meta["request"] = request
     feats.save_features(path, X, y, meta)
     feats.discard_parts(parts)
@@ -241,7 +241,7 @@ def _image_loader(record: dict[str, Any], predictions, root: Path | str):
     from ..data.image_folder import ArrayImages, read_image
 
     if predictions.source == "features":
-        meta = feats.load_features(record["features"]["path"])[2]
+        meta = feats.load_features_meta(record["features"]["path"])  # the paths; X is not needed
         if meta.get("source", {}).get("kind") == "image_folder":
             base, paths = Path(meta["source"]["root"]), meta["paths"]
             return (lambda i: read_image(base / paths[predictions.index[i]])), meta.get("classes") or None

@@ -107,6 +107,11 @@ def paper_layout(runs: pd.DataFrame, methods: list[str], datasets: list[str],
     return table.reset_index()
 
 
+def data_columns(table: pd.DataFrame) -> list[str]:
+    """The data columns of a table in paper layout (datasets, or Table 4's ``{dataset}@{fraction}``)."""
+    return [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]
+
+
 def paper_table(name: str) -> pd.DataFrame:
     """A table transcribed from the paper (``src/cce/paper/{name}.csv``)."""
     with resources.files("cce.paper").joinpath(f"{name}.csv").open() as f:
@@ -116,7 +121,7 @@ def paper_table(name: str) -> pd.DataFrame:
 def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Long table (method, dataset, ours, ours_std, paper, paper_std, difference) for the
     datasets and methods both tables hold; tables in :func:`paper_layout`'s layout."""
-    datasets = [c for c in ours.columns if c != "method" and not c.endswith("_std") and c in paper.columns]
+    datasets = [c for c in data_columns(ours) if c in paper.columns]
     merged = ours.merge(paper, on="method", suffixes=("", "_paper"))
     rows = [
         {"method": r["method"], "dataset": ds, "ours": r[ds], "ours_std": r[f"{ds}_std"],
@@ -136,7 +141,7 @@ def _mean_std(mean, std) -> str:
 
 def format_mean_std(table: pd.DataFrame) -> pd.DataFrame:
     """'mean (std)' strings, the way the paper prints its tables; '' where there are no runs."""
-    datasets = [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]
+    datasets = data_columns(table)
     out = table.set_index("method")[[]].copy()
     for ds in datasets:
         out[ds] = [_mean_std(m, s) for m, s in zip(table[ds], table[f"{ds}_std"])]
@@ -157,7 +162,7 @@ def ordering_and_baseline(ours: pd.DataFrame, paper: pd.DataFrame, baseline: str
     out = pd.DataFrame(index=pd.Index(methods, name="method"))
     for source, table in (("this run", ours), ("paper", paper)):
         indexed = table.set_index("method")
-        for column in [c for c in table.columns if c not in ("method", "title") and not c.endswith("_std")]:
+        for column in data_columns(table):
             means = indexed[column].reindex(methods).astype(float)
             if means.isna().all():
                 continue

@@ -21,7 +21,8 @@ Where things live in this module, in the order :func:`train_deep_probs` (and :fu
   device, augmentation, the identity that a checkpoint must match);
 - the run's state, what a checkpoint holds: :class:`RunState` (:func:`initial_state`,
   :func:`build_model`, :func:`_resume`, :meth:`RunState.checkpoint`). A start of the network
-  (an initialization that reads the data) goes in :func:`initial_state`, right after :func:`build_model`;
+  (an initialization that reads the data) acts on the first training batch's logits in :func:`_train_step`
+  (no extra forward pass, which would move batch norm's running statistics);
 - the label step: :func:`_labels_due` (SeLa's schedule: ``label_every``, ``label_updates``),
   :func:`_relabel_all` (labels of every image; ``label_input``) and :func:`_batch_labels`
   (Algorithm 1's y-step on a batch; ``lam_scale`` acts through the method's state);
@@ -116,12 +117,8 @@ def subset_indices(n_total: int, n: int | None) -> np.ndarray:
 def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` of the images (N, ...) and labels (N,), drawn with :data:`SUBSET_SEED` (the same for every
     method and seed of a reduced experiment), in their original order; all of them when ``n`` is None."""
-    if n is None or int(n) >= images.shape[0]:
-        return images, labels
     keep = subset_indices(images.shape[0], n)
-    return images[keep], labels[keep]
-
-
+    return (images, labels) if keep.size == images.shape[0] else (images[keep], labels[keep])
 
 
 # ----------------------------------------------------------------------------
@@ -381,8 +378,8 @@ def build_model(setup: RunSetup) -> nn.Module:
 def initial_state(setup: RunSetup) -> RunState:
     """A fresh run: the model (:func:`build_model`), Adam (Appendix F), the random streams, an empty record.
 
-    A start of the network (an initialization that reads the data) belongs right after ``build_model``,
-    before the optimizer is made.
+    A start of the network (an initialization that reads the data) is not applied here but on the first
+    training batch (:func:`_train_step`, :mod:`cce.training.starts`).
     """
     model = build_model(setup)
     opts = setup.opts
@@ -521,7 +518,7 @@ def _train_step(setup: RunSetup, state: RunState, idx: Tensor, lab: Tensor | Non
         parts = ([idx] if setup.own_term or not separate else []) + ([lab] if separate else [])
     sizes = [p.numel() for p in parts]
     if sum(sizes) == 0:  # proportional batches of a targets-only method: none of the batch is labelled
-        return
+        return  # (at step 0 this skips the start too: it acts on step 0's logits only)
     t0 = time.perf_counter()
     views = setup.aug(setup.X[torch.cat(parts)], state.generators["augment"], V)
     _sync(setup.device)
@@ -758,7 +755,9 @@ def run_deep(
     dspec = data.get_spec(dataset)
     images, labels = data.load(dataset, root, "all")
     n_total = int(images.shape[0])
-    images, labels = fixed_subset(images, labels, opts["max_images"])
+    rows = subset_indices(n_total, opts["max_images"])  # the fixed subset; the predictions name its rows
+    if rows.size < n_total:
+        images, labels = images[rows], labels[rows]
 
     start = time.perf_counter()
     probs, info = train_deep_probs(images, dspec.n_classes, method, seed, opts, y_true=labels, dataset=dataset,
@@ -769,8 +768,7 @@ def run_deep(
     saved = None
     if predictions is not None:
         saved = save_predictions(predictions, make_predictions(
-            pred, head_confidence(probs), source="all", labels=labels,
-            index=subset_indices(n_total, opts["max_images"])))
+            pred, head_confidence(probs), source="all", labels=labels, index=rows))
     return run_record(
         experiment=experiment, dataset=dataset, method=method, seed=seed, metrics=clustering_scores(labels, pred),
         n_clusters=dspec.n_classes, options=opts, info=info, wall_time_s=wall, config=config_name,

@@ -39,16 +39,14 @@ def check_start(start: str) -> str:
 
 
 def head_layer(model: nn.Module) -> nn.Linear:
-    """The last linear layer (the one that gives the K logits) of a Table 7 network or ResNet-18.
+    """The last linear layer (the one that gives the K logits) of a Table 7 network, ResNet-18 or the MLP.
 
     ``model`` may be wrapped in an ``nn.Sequential`` (the deep loop's Standardize + network).
     """
-    net = model[-1] if isinstance(model, nn.Sequential) else model
-    for name in ("head", "fc"):  # VGG4, torchvision's ResNet
-        layer = getattr(net, name, None)
-        if isinstance(layer, nn.Linear):
-            return layer
-    raise ValueError(f"no linear head (attribute 'head' or 'fc') on {type(net).__name__}")
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"no linear layer in {type(model).__name__}: nothing gives the logits")
+    return linear[-1]
 
 
 @torch.no_grad()

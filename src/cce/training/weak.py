@@ -225,8 +225,10 @@ def _train_test(dataset: str, root: Path | str, opts: dict[str, Any]):
     sizes = {"n_train_available": int(x_tr.shape[0]), "n_test_available": int(x_te.shape[0])}
     # reduced runs: fixed subsets of either split, the same for every method and seed
     x_tr, y_tr = fixed_subset(x_tr, y_tr, opts.get("max_images"))
-    x_te, y_te = fixed_subset(x_te, y_te, opts.get("max_eval_images"))
-    return dspec, x_tr, y_tr, x_te, y_te, sizes
+    test_rows = subset_indices(len(x_te), opts.get("max_eval_images"))  # the predictions name them
+    if test_rows.size < len(x_te):
+        x_te, y_te = x_te[test_rows], y_te[test_rows]
+    return dspec, x_tr, y_tr, x_te, y_te, sizes, test_rows
 
 
 def _sha(indices: np.ndarray) -> str:
@@ -240,7 +242,7 @@ def _train_and_record(experiment, dataset, root, method, seed, opts, own_default
     ``predictions`` (a path), the class and confidence of every test image are saved there."""
     from ..predictions import head_confidence, make_predictions, save_predictions
 
-    dspec, x_tr, _, x_te, y_te, sizes = split
+    dspec, x_tr, _, x_te, y_te, sizes, test_rows = split
     deep_opts = {k: v for k, v in opts.items() if k not in own_defaults or k in DEEP_TRAINING_DEFAULTS}
     start = time.perf_counter()
     probs, info = train_deep_probs(x_tr, dspec.n_classes, method, seed, deep_opts, dataset=dataset,
@@ -252,7 +254,7 @@ def _train_and_record(experiment, dataset, root, method, seed, opts, own_default
     if predictions is not None:
         saved = save_predictions(predictions, make_predictions(
             probs.argmax(-1), head_confidence(probs), source="test", labels=y_te,
-            index=subset_indices(sizes["n_test_available"], opts.get("max_eval_images"))))
+            index=test_rows))
     # the last epoch's test scores, which train_deep computed from the same predictions
     curves = info["curves"]
     metrics = {k: curves[k][-1] for k in ("accuracy", "hungarian_accuracy", "nmi", "ari", "n_clusters_nonempty")}
